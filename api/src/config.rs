@@ -1,0 +1,588 @@
+//! One typed configuration, layered: built-in defaults, then an optional `renkei.toml`,
+//! then `RENKEI_*` environment variables. Every setting is declared once in [`SETTINGS`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// A documented setting: its key in `renkei.toml`, its default and what it means.
+/// The environment variable is `RENKEI_` + the key in upper case.
+pub struct Setting {
+    pub key: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+/// Every setting Renkei reads. The README's configuration table is checked against this list.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "env",
+        default: "development",
+        doc: "`development` or `production`. Production turns GraphQL introspection and GraphiQL off.",
+    },
+    Setting {
+        key: "data_dir",
+        default: "./data",
+        doc: "Folder for the SQLite database, the generated TLS certificate, the master key, attachments and bootstrap credentials.",
+    },
+    Setting {
+        key: "listen",
+        default: "127.0.0.1:8443",
+        doc: "Address and port of the HTTPS listener (`0.0.0.0:8443` in containers; port 0 picks a free port).",
+    },
+    Setting {
+        key: "database_url",
+        default: "sqlite://<data_dir>/renkei.db",
+        doc: "`sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB`. Secret: never logged.",
+    },
+    Setting {
+        key: "database_max_connections",
+        default: "10",
+        doc: "Connection pool size.",
+    },
+    Setting {
+        key: "database_connect_timeout_seconds",
+        default: "5",
+        doc: "How long start-up and requests wait for a database connection.",
+    },
+    Setting {
+        key: "redis_url",
+        default: "(unset)",
+        doc: "`redis://HOST:PORT[/DB]`. Unset: sessions, rate limits and events use in-process stores (one instance only). Secret.",
+    },
+    Setting {
+        key: "redis_prefix",
+        default: "renkei:",
+        doc: "Prefix of every Redis key and channel, so several deployments can share one Redis.",
+    },
+    Setting {
+        key: "redis_timeout_seconds",
+        default: "3",
+        doc: "Connect and command timeout for Redis.",
+    },
+    Setting {
+        key: "tls_cert",
+        default: "(unset)",
+        doc: "PEM certificate chain of the server. Unset: a self-signed localhost certificate generated once into `<data_dir>/tls/`.",
+    },
+    Setting {
+        key: "tls_key",
+        default: "(unset)",
+        doc: "PEM private key matching `tls_cert`; both or neither.",
+    },
+    Setting {
+        key: "log",
+        default: "info",
+        doc: "Log filter in `tracing` syntax, e.g. `info,renkei=debug`. `RUST_LOG` wins when set.",
+    },
+    Setting {
+        key: "log_format",
+        default: "text",
+        doc: "`text` or `json` (one JSON object per line, for log shippers).",
+    },
+    Setting {
+        key: "graphql_max_depth",
+        default: "16",
+        doc: "Largest query depth accepted.",
+    },
+    Setting {
+        key: "graphql_max_complexity",
+        default: "2000",
+        doc: "Largest query complexity accepted (each field counts 1, connections count by page size).",
+    },
+    Setting {
+        key: "max_body_bytes",
+        default: "1048576",
+        doc: "Largest JSON request body on `/graphql`, in bytes.",
+    },
+    Setting {
+        key: "shutdown_grace_seconds",
+        default: "20",
+        doc: "On SIGTERM/SIGINT: how long in-flight requests may finish before connections are closed.",
+    },
+    Setting {
+        key: "default_time_zone",
+        default: "Asia/Tokyo",
+        doc: "IANA time zone of new tenants; times are stored in UTC and rendered with the tenant's offset.",
+    },
+];
+
+/// The configuration table as Markdown: one row per setting, as the README shows it.
+pub fn settings_markdown() -> String {
+    let mut out = String::from(
+        "| environment variable | `renkei.toml` key | default | meaning |\n|---|---|---|---|\n",
+    );
+    for s in SETTINGS {
+        out.push_str(&format!(
+            "| `RENKEI_{}` | `{}` | `{}` | {} |\n",
+            s.key.to_ascii_uppercase(),
+            s.key,
+            s.default,
+            s.doc
+        ));
+    }
+    out
+}
+
+/// Development or production: production hardens what development makes convenient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the database lives. SQLite is the embedded default; PostgreSQL is production.
+#[derive(Clone)]
+pub struct DatabaseUrl(SecretString);
+
+impl DatabaseUrl {
+    pub fn new(url: SecretString) -> Self {
+        DatabaseUrl(url)
+    }
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+    pub fn is_sqlite(&self) -> bool {
+        self.expose().starts_with("sqlite:")
+    }
+    /// Scheme and host only, for logs: credentials and query strings never leave this type.
+    pub fn redacted(&self) -> String {
+        redact_url(self.expose())
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Removes user info, and the query string, from a URL for display.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparseable url>".into();
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let rest = match rest.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => rest.to_string(),
+    };
+    format!("{scheme}://{rest}")
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub env: Environment,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub database_url: DatabaseUrl,
+    pub database_max_connections: u32,
+    pub database_connect_timeout: Duration,
+    pub redis_url: Option<RedisUrl>,
+    pub redis_prefix: String,
+    pub redis_timeout: Duration,
+    pub tls: Option<TlsFiles>,
+    pub log: String,
+    pub log_format: LogFormat,
+    pub graphql_max_depth: usize,
+    pub graphql_max_complexity: usize,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub default_time_zone: chrono_tz::Tz,
+}
+
+#[derive(Clone)]
+pub struct RedisUrl(SecretString);
+
+impl RedisUrl {
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(self.expose()))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A setting that could not be used. Displays as one line naming the setting and why.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {reason}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub reason: String,
+}
+
+/// Where a value came from, so an error names the place the user has to fix.
+#[derive(Debug, Clone)]
+enum Source {
+    File(PathBuf),
+    Env,
+}
+
+#[derive(Debug, Default)]
+struct RawSettings {
+    values: BTreeMap<&'static str, (String, Source)>,
+}
+
+impl RawSettings {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(|(v, _)| v.as_str())
+    }
+
+    fn name(&self, key: &str) -> String {
+        match self.values.get(key) {
+            Some((_, Source::File(path))) => format!("{key} (in {})", path.display()),
+            _ => format!("RENKEI_{}", key.to_ascii_uppercase()),
+        }
+    }
+
+    fn err(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            setting: self.name(key),
+            reason: reason.into(),
+        }
+    }
+
+    /// The value with the declared default applied.
+    fn value(&self, key: &'static str) -> Option<&str> {
+        self.get(key).or_else(|| {
+            SETTINGS
+                .iter()
+                .find(|s| s.key == key)
+                .map(|s| s.default)
+                .filter(|d| !d.starts_with('(') && !d.contains('<'))
+        })
+    }
+
+    fn parse<T: std::str::FromStr>(&self, key: &'static str, what: &str) -> Result<T, ConfigError> {
+        let raw = self.value(key).unwrap_or_default();
+        raw.trim()
+            .parse::<T>()
+            .map_err(|_| self.err(key, format!("'{raw}' is not {what}")))
+    }
+
+    fn positive<T>(&self, key: &'static str, what: &str) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + Default,
+    {
+        let v: T = self.parse(key, what)?;
+        if v <= T::default() {
+            return Err(self.err(key, "must be greater than 0"));
+        }
+        Ok(v)
+    }
+}
+
+impl Config {
+    /// Loads the configuration the server runs with: `renkei.toml` (or the file named by
+    /// `config_file`) when present, then the process environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match config_file {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from("renkei.toml"), false),
+        };
+        let toml = match std::fs::read_to_string(&path) {
+            Ok(text) => Some((path, text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => None,
+            Err(e) => {
+                return Err(ConfigError {
+                    setting: format!("config file {}", path.display()),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        Config::from_sources(
+            toml.as_ref().map(|(p, t)| (p.as_path(), t.as_str())),
+            std::env::vars(),
+        )
+    }
+
+    /// Builds a configuration from a `renkei.toml` text and environment pairs; tests use this
+    /// directly so they never touch the process environment.
+    pub fn from_sources(
+        toml: Option<(&Path, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut raw = RawSettings::default();
+        if let Some((path, text)) = toml {
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+                setting: format!("config file {}", path.display()),
+                reason: e.message().to_string(),
+            })?;
+            for (key, value) in table {
+                let Some(setting) = SETTINGS.iter().find(|s| s.key == key) else {
+                    return Err(ConfigError {
+                        setting: format!("{key} (in {})", path.display()),
+                        reason: "unknown setting".into(),
+                    });
+                };
+                let text = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    _ => {
+                        return Err(ConfigError {
+                            setting: format!("{key} (in {})", path.display()),
+                            reason: "must be a string, number or boolean".into(),
+                        });
+                    }
+                };
+                raw.values
+                    .insert(setting.key, (text, Source::File(path.to_path_buf())));
+            }
+        }
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("RENKEI_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            // Other RENKEI_* variables (the test harness's, for one) are not settings.
+            if let Some(setting) = SETTINGS.iter().find(|s| s.key == key) {
+                raw.values.insert(setting.key, (value, Source::Env));
+            }
+        }
+        Config::from_raw(&raw)
+    }
+
+    fn from_raw(raw: &RawSettings) -> Result<Config, ConfigError> {
+        let env = match raw.value("env").unwrap_or_default() {
+            "development" | "dev" => Environment::Development,
+            "production" | "prod" => Environment::Production,
+            other => {
+                return Err(raw.err(
+                    "env",
+                    format!("'{other}' is not one of development, production"),
+                ));
+            }
+        };
+        let data_dir = PathBuf::from(raw.value("data_dir").unwrap_or_default());
+        if data_dir.as_os_str().is_empty() {
+            return Err(raw.err("data_dir", "must not be empty"));
+        }
+        let listen: SocketAddr = raw.parse("listen", "an address of the form host:port")?;
+
+        let database_url = match raw.get("database_url").map(str::trim) {
+            None | Some("") => {
+                let path = data_dir.join("renkei.db");
+                SecretString::from(format!("sqlite://{}?mode=rwc", path.display()))
+            }
+            Some(url)
+                if url.starts_with("sqlite:")
+                    || url.starts_with("postgres://")
+                    || url.starts_with("postgresql://") =>
+            {
+                SecretString::from(url.to_string())
+            }
+            Some(_) => {
+                return Err(raw.err(
+                    "database_url",
+                    "must start with sqlite: or postgres:// (value not shown: it may hold a password)",
+                ));
+            }
+        };
+        let redis_url = match raw.get("redis_url").map(str::trim) {
+            None | Some("") => None,
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                Some(RedisUrl(SecretString::from(url.to_string())))
+            }
+            Some(_) => {
+                return Err(raw.err(
+                    "redis_url",
+                    "must start with redis:// or rediss:// (value not shown: it may hold a password)",
+                ));
+            }
+        };
+        let redis_prefix = raw.value("redis_prefix").unwrap_or_default().to_string();
+
+        let tls = match (raw.get("tls_cert"), raw.get("tls_key")) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    cert: PathBuf::from(cert),
+                    key: PathBuf::from(key),
+                };
+                if !files.cert.is_file() {
+                    return Err(raw.err(
+                        "tls_cert",
+                        format!("{} is not a readable file", files.cert.display()),
+                    ));
+                }
+                if !files.key.is_file() {
+                    return Err(raw.err(
+                        "tls_key",
+                        format!("{} is not a readable file", files.key.display()),
+                    ));
+                }
+                Some(files)
+            }
+            (Some(_), None) => return Err(raw.err("tls_key", "must be set when tls_cert is set")),
+            (None, Some(_)) => return Err(raw.err("tls_cert", "must be set when tls_key is set")),
+        };
+
+        let log_format = match raw.value("log_format").unwrap_or_default() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(raw.err("log_format", format!("'{other}' is not one of text, json")));
+            }
+        };
+        let default_time_zone: chrono_tz::Tz =
+            raw.parse("default_time_zone", "an IANA time zone such as Asia/Tokyo")?;
+
+        Ok(Config {
+            env,
+            data_dir,
+            listen,
+            database_url: DatabaseUrl(database_url),
+            database_max_connections: raw
+                .positive("database_max_connections", "a positive whole number")?,
+            database_connect_timeout: Duration::from_secs(raw.positive(
+                "database_connect_timeout_seconds",
+                "a positive whole number of seconds",
+            )?),
+            redis_url,
+            redis_prefix,
+            redis_timeout: Duration::from_secs(raw.positive(
+                "redis_timeout_seconds",
+                "a positive whole number of seconds",
+            )?),
+            tls,
+            log: raw.value("log").unwrap_or("info").to_string(),
+            log_format,
+            graphql_max_depth: raw.positive("graphql_max_depth", "a positive whole number")?,
+            graphql_max_complexity: raw
+                .positive("graphql_max_complexity", "a positive whole number")?,
+            max_body_bytes: raw.positive("max_body_bytes", "a positive whole number of bytes")?,
+            shutdown_grace: Duration::from_secs(
+                raw.parse("shutdown_grace_seconds", "a whole number of seconds")?,
+            ),
+            default_time_zone,
+        })
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.env == Environment::Production
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let c = Config::from_sources(None, env(&[])).unwrap();
+        assert_eq!(c.env, Environment::Development);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert!(c.database_url.is_sqlite());
+        assert!(c.database_url.expose().contains("data/renkei.db"));
+        assert!(c.redis_url.is_none());
+        assert!(c.tls.is_none());
+        assert_eq!(c.default_time_zone, chrono_tz::Asia::Tokyo);
+    }
+
+    #[test]
+    fn environment_overrides_file_which_overrides_defaults() {
+        let file = "listen = \"0.0.0.0:9000\"\nenv = \"production\"\n";
+        let c = Config::from_sources(
+            Some((Path::new("renkei.toml"), file)),
+            env(&[("RENKEI_LISTEN", "127.0.0.1:9001")]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9001");
+        assert_eq!(c.env, Environment::Production);
+    }
+
+    #[test]
+    fn bad_value_names_the_setting_in_one_line() {
+        let err = Config::from_sources(None, env(&[("RENKEI_LISTEN", "nowhere")])).unwrap_err();
+        let line = err.to_string();
+        assert!(line.contains("RENKEI_LISTEN"), "{line}");
+        assert!(!line.contains('\n'));
+
+        let err = Config::from_sources(Some((Path::new("x.toml"), "listen = \"nope\"")), env(&[]))
+            .unwrap_err();
+        assert!(err.to_string().contains("listen (in x.toml)"), "{err}");
+
+        let err = Config::from_sources(None, env(&[("RENKEI_ENV", "staging")])).unwrap_err();
+        assert!(err.to_string().contains("RENKEI_ENV"));
+        let err = Config::from_sources(None, env(&[("RENKEI_DATABASE_MAX_CONNECTIONS", "0")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("greater than 0"));
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors_or_debug() {
+        let err = Config::from_sources(
+            None,
+            env(&[("RENKEI_DATABASE_URL", "mysql://u:s3cret@h/db")]),
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("s3cret"));
+        let c = Config::from_sources(
+            None,
+            env(&[
+                (
+                    "RENKEI_DATABASE_URL",
+                    "postgres://u:s3cret@db:5432/renkei?sslmode=require",
+                ),
+                ("RENKEI_REDIS_URL", "redis://:r3dis@cache:6379/0"),
+            ]),
+        )
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("s3cret") && !dbg.contains("r3dis"), "{dbg}");
+        assert!(dbg.contains("db:5432"));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused_and_foreign_env_ignored() {
+        let err = Config::from_sources(Some((Path::new("r.toml"), "lisen = \"x\"")), env(&[]))
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown setting"));
+        assert!(Config::from_sources(None, env(&[("RENKEI_TEST_DB", "postgres")])).is_ok());
+    }
+
+    #[test]
+    fn readme_configuration_table_is_current() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .expect("README.md");
+        assert!(
+            readme.contains(&settings_markdown()),
+            "README.md's configuration table is stale: paste the output of `renkei settings`"
+        );
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs() {
+        let err =
+            Config::from_sources(None, env(&[("RENKEI_TLS_CERT", "/etc/hosts")])).unwrap_err();
+        assert!(err.to_string().contains("RENKEI_TLS_KEY"));
+    }
+}

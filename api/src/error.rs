@@ -1,0 +1,176 @@
+//! The one error type of the API, mapped one-to-one onto the contract's `extensions.code`s.
+//! Internal causes are logged here with context and never reach the client.
+
+use async_graphql::ErrorExtensions;
+
+/// Every refused operation ends as one of these. The variant decides the contract code.
+///
+/// It deliberately does not implement `Display`: async-graphql converts any `Display` error
+/// into a GraphQL error without extensions, and every error here must carry its code. So `?`
+/// in a resolver goes through [`From<AppError> for async_graphql::Error`], which sets them.
+#[derive(Debug)]
+pub enum AppError {
+    Unauthenticated,
+    CertificateRequired,
+    Forbidden,
+    NotFound,
+    BadUserInput { field: String, message: String },
+    Conflict(String),
+    AccountLocked { retry_after_seconds: Option<u64> },
+    AccountSuspended,
+    PasswordChangeRequired,
+    PledgeRequired,
+    RateLimited { retry_after_seconds: u64 },
+    Unavailable(anyhow::Error),
+    Internal(anyhow::Error),
+}
+
+impl AppError {
+    pub fn bad_input(field: impl Into<String>, message: impl Into<String>) -> Self {
+        AppError::BadUserInput {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        AppError::Internal(cause.into())
+    }
+
+    pub fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
+        AppError::Unavailable(cause.into())
+    }
+
+    /// The message the client sees: fixed text, or the validation message we wrote ourselves.
+    pub fn message(&self) -> String {
+        match self {
+            AppError::Unauthenticated => "authentication required".into(),
+            AppError::CertificateRequired => "a valid client certificate is required".into(),
+            AppError::Forbidden => "not allowed".into(),
+            AppError::NotFound => "not found".into(),
+            AppError::BadUserInput { message, .. } => message.clone(),
+            AppError::Conflict(message) => message.clone(),
+            AppError::AccountLocked { .. } => "account locked after too many failed logins".into(),
+            AppError::AccountSuspended => "account suspended".into(),
+            AppError::PasswordChangeRequired => "the password must be changed first".into(),
+            AppError::PledgeRequired => "the pledge (form 6) must be accepted first".into(),
+            AppError::RateLimited { .. } => "too many requests".into(),
+            AppError::Unavailable(_) => "a backing service is unavailable; retry later".into(),
+            AppError::Internal(_) => "internal error".into(),
+        }
+    }
+
+    /// The contract's `extensions.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Unauthenticated => "UNAUTHENTICATED",
+            AppError::CertificateRequired => "CERTIFICATE_REQUIRED",
+            AppError::Forbidden => "FORBIDDEN",
+            AppError::NotFound => "NOT_FOUND",
+            AppError::BadUserInput { .. } => "BAD_USER_INPUT",
+            AppError::Conflict(_) => "CONFLICT",
+            AppError::AccountLocked { .. } => "ACCOUNT_LOCKED",
+            AppError::AccountSuspended => "ACCOUNT_SUSPENDED",
+            AppError::PasswordChangeRequired => "PASSWORD_CHANGE_REQUIRED",
+            AppError::PledgeRequired => "PLEDGE_REQUIRED",
+            AppError::RateLimited { .. } => "RATE_LIMITED",
+            AppError::Unavailable(_) => "UNAVAILABLE",
+            AppError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// Converts to the GraphQL error the client sees, logging what the client must not see.
+    pub fn into_graphql(self) -> async_graphql::Error {
+        match &self {
+            AppError::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "internal error");
+            }
+            AppError::Unavailable(cause) => {
+                tracing::warn!(error = format!("{cause:#}"), "backing service unavailable");
+            }
+            _ => {}
+        }
+        let code = self.code();
+        let message = self.message();
+        async_graphql::Error::new(message).extend_with(|_, ext| {
+            ext.set("code", code);
+            match &self {
+                AppError::BadUserInput { field, .. } => ext.set("field", field.as_str()),
+                AppError::AccountLocked {
+                    retry_after_seconds: Some(secs),
+                } => ext.set("retryAfterSeconds", *secs),
+                AppError::RateLimited {
+                    retry_after_seconds,
+                } => ext.set("retryAfterSeconds", *retry_after_seconds),
+                _ => {}
+            }
+        })
+    }
+}
+
+impl From<AppError> for async_graphql::Error {
+    fn from(err: AppError) -> Self {
+        err.into_graphql()
+    }
+}
+
+impl From<sea_orm::DbErr> for AppError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        use sea_orm::{DbErr, RuntimeErr, SqlErr};
+        if let Some(SqlErr::UniqueConstraintViolation(detail)) = err.sql_err() {
+            tracing::info!(detail, "unique constraint violation");
+            return AppError::Conflict("already exists".into());
+        }
+        match err {
+            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => AppError::Unavailable(err.into()),
+            DbErr::Query(RuntimeErr::SqlxError(ref e))
+            | DbErr::Exec(RuntimeErr::SqlxError(ref e))
+                if is_connection_error(e) =>
+            {
+                AppError::Unavailable(err.into())
+            }
+            other => AppError::Internal(other.into()),
+        }
+    }
+}
+
+fn is_connection_error(e: &sea_orm::sqlx::Error) -> bool {
+    matches!(
+        e,
+        sea_orm::sqlx::Error::Io(_)
+            | sea_orm::sqlx::Error::PoolTimedOut
+            | sea_orm::sqlx::Error::PoolClosed
+            | sea_orm::sqlx::Error::WorkerCrashed
+    )
+}
+
+impl From<redis::RedisError> for AppError {
+    fn from(err: redis::RedisError) -> Self {
+        AppError::Unavailable(err.into())
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_error_never_leaks_its_cause() {
+        let err = AppError::internal(anyhow::anyhow!("password=hunter2 at db host 10.0.0.1"));
+        let gql = err.into_graphql();
+        assert_eq!(gql.message, "internal error");
+        let ext = format!("{:?}", gql.extensions);
+        assert!(ext.contains("INTERNAL"));
+        assert!(!ext.contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_input_names_the_field() {
+        let gql = AppError::bad_input("temperatureCelsius", "out of range").into_graphql();
+        let ext = format!("{:?}", gql.extensions);
+        assert!(ext.contains("BAD_USER_INPUT"), "{ext}");
+        assert!(ext.contains("temperatureCelsius"), "{ext}");
+    }
+}

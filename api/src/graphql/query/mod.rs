@@ -1,0 +1,8 @@
+//! Root query, merged from one object per domain.
+
+use async_graphql::MergedObject;
+
+mod session;
+
+#[derive(MergedObject, Default)]
+pub struct Query(session::SessionQuery);

@@ -1,0 +1,15 @@
+//! Renkei: the GraphQL backend of a municipal information-sharing system for home medical and
+//! care collaboration (在宅医療・介護連携).
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod fsutil;
+pub mod graphql;
+pub mod http;
+pub mod redis_store;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,78 @@
+//! The `renkei` binary: parse the command line, load the configuration, hand over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use migration::MigratorTrait as _;
+use renkei::cli::{Cli, Command, MigrateAction};
+use renkei::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Schema => {
+            print!("{}", renkei::graphql::sdl());
+            return ExitCode::SUCCESS;
+        }
+        Command::Settings => {
+            print!("{}", renkei::config::settings_markdown());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("renkei: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    renkei::telemetry::init(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("renkei: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("renkei: {}", renkei::db::one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            let app = renkei::app::App::build(config).await?;
+            app.run(renkei::app::shutdown_signal()).await;
+            Ok(())
+        }
+        Command::Migrate { action } => {
+            let db = renkei::db::connect(&config).await?;
+            match action {
+                MigrateAction::Up => {
+                    let applied = renkei::db::migrate_up(&db).await?;
+                    println!("applied {applied} migration(s)");
+                }
+                MigrateAction::Down { steps } => {
+                    migration::Migrator::down(&db, Some(steps)).await?;
+                    println!("rolled back {steps} migration(s)");
+                }
+                MigrateAction::Status => {
+                    for m in migration::Migrator::get_migration_with_status(&db).await? {
+                        println!("{:<8} {}", format!("{}", m.status()), m.name());
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Schema | Command::Settings => Ok(()),
+    }
+}

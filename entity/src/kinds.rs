@@ -1,0 +1,75 @@
+//! Closed sets stored as short strings, so SQLite and PostgreSQL hold the same text.
+
+use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
+#[sea_orm(
+    rs_type = "String",
+    db_type = "String(StringLen::N(32))",
+    rename_all = "SCREAMING_SNAKE_CASE"
+)]
+pub enum Role {
+    PlatformOperator,
+    CityAdmin,
+    FacilityAdmin,
+    Staff,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
+#[sea_orm(
+    rs_type = "String",
+    db_type = "String(StringLen::N(16))",
+    rename_all = "SCREAMING_SNAKE_CASE"
+)]
+pub enum AccountStatus {
+    Active,
+    Locked,
+    Suspended,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
+#[sea_orm(
+    rs_type = "String",
+    db_type = "String(StringLen::N(32))",
+    rename_all = "SCREAMING_SNAKE_CASE"
+)]
+pub enum FacilityKind {
+    MedicalInstitution,
+    CareProvider,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
+#[sea_orm(
+    rs_type = "String",
+    db_type = "String(StringLen::N(32))",
+    rename_all = "SCREAMING_SNAKE_CASE"
+)]
+pub enum Occupation {
+    Physician,
+    Dentist,
+    Pharmacist,
+    Nurse,
+    PublicHealthNurse,
+    CareManager,
+    PhysicalTherapist,
+    OccupationalTherapist,
+    SpeechTherapist,
+    Dietitian,
+    DentalHygienist,
+    SocialWorker,
+    MedicalSocialWorker,
+    CareWorker,
+    HomeHelper,
+    MunicipalOfficer,
+    Clerk,
+    Other,
+}

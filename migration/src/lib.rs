@@ -1,0 +1,17 @@
+//! Database migrations, applied in order by `renkei serve` and `renkei migrate`.
+//! Never edit one that has been applied anywhere: add a new one.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_tenants_facilities_users;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(
+            m20261124_000001_tenants_facilities_users::Migration,
+        )]
+    }
+}

@@ -1,0 +1,8 @@
+//! End-to-end suite: each test spawns a real server over TLS (see `renkei_tests::spawn_app`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod graphql_http;
+mod health;
+mod schema_file;
+mod shutdown;
+mod websocket;
