@@ -1,16 +1,25 @@
 //! Start-up: from a configuration to a bound, migrated, ready server.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
+use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
+use crate::auth::password::PasswordHasher;
+use crate::auth::pki::MasterKey;
+use crate::auth::ratelimit::RateLimiter;
+use crate::auth::session::{SessionLimits, SessionStore};
 use crate::auth::tls::{self, ServerIdentity, TlsConfigHandle};
+use crate::auth::trust::{self, TrustStore};
 use crate::config::Config;
 use crate::graphql;
 use crate::http::{self, HttpState};
 use crate::redis_store::RedisHandle;
-use crate::state::AppState;
+use crate::state::{AppState, TRUST_CHANNEL};
 
 /// A server that has bound its port and is ready to accept connections.
 pub struct App {
@@ -19,14 +28,15 @@ pub struct App {
     tls: TlsConfigHandle,
     state: AppState,
     router: axum::Router,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl App {
     /// Connects to the database (running pending migrations) and Redis, loads the TLS
-    /// identity, and binds the listener. Any failure is one line naming what failed.
+    /// identity and the tenant CAs, bootstraps an empty database, and binds the listener.
+    /// Any failure is one line naming what failed.
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        create_private_dir(&config.data_dir)?;
         let db = crate::db::connect(&config).await?;
         let applied = crate::db::migrate_up(&db).await?;
         if applied > 0 {
@@ -35,18 +45,60 @@ impl App {
             tracing::info!("database schema up to date");
         }
         let redis = RedisHandle::connect(&config).await?;
-        let identity = ServerIdentity::load(&config)?;
-        let tls = TlsConfigHandle::new(tls::server_config(&identity)?);
+        let master_key = Arc::new(load_master_key(&config)?);
+        let concurrency = match config.password_hash_concurrency {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            n => n,
+        };
+        let hasher = PasswordHasher::new(concurrency);
+        let limits = SessionLimits {
+            idle: config.session_idle,
+            absolute: config.session_absolute,
+        };
+        let (sessions, limiter) = match &redis {
+            Some(r) => (
+                SessionStore::redis(r.clone(), limits),
+                RateLimiter::redis(r.clone()),
+            ),
+            None => (SessionStore::memory(limits), RateLimiter::memory()),
+        };
+
+        let identity = Arc::new(ServerIdentity::load(&config)?);
+        let tls = TlsConfigHandle::new(trust::server_config(&identity, None)?);
+        let trust = TrustStore::new(tls.clone(), identity);
+
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let local_addr = listener.local_addr().context("reading the bound address")?;
 
         let state = AppState {
-            config: std::sync::Arc::new(config),
+            config: Arc::new(config),
             db,
             redis,
+            master_key,
+            hasher,
+            sessions,
+            limiter,
+            trust,
         };
+        if state.config.bootstrap
+            && let Some(path) = crate::service::tenants::bootstrap(
+                &state.db,
+                &state.master_key,
+                &state.hasher,
+                &state.config.data_dir,
+                state.config.default_time_zone,
+            )
+            .await?
+        {
+            tracing::info!(path = %path.display(), "bootstrap: created tenant demo with CITY_ADMIN admin; credentials written (shown nowhere else)");
+        }
+        state.trust.reload(&state.db).await?;
+        let background = spawn_background(&state);
+
         let schema = graphql::build_schema(&state.config, Some(state.clone()));
         let router = http::router(HttpState {
             app: state.clone(),
@@ -58,6 +110,7 @@ impl App {
             tls,
             state,
             router,
+            background,
         })
     }
 
@@ -74,7 +127,95 @@ impl App {
         tracing::info!(addr = %self.local_addr, "listening on https://{}", self.local_addr);
         let grace = self.state.config.shutdown_grace;
         tls::serve(self.listener, self.tls, self.router, shutdown, grace).await;
+        for task in self.background {
+            task.abort();
+        }
         self.state.db.clone().close().await.ok();
+    }
+}
+
+/// Periodic work every instance does: trust refresh (safety net for missed pub/sub messages),
+/// the daily certificate expiry check, and trust-change messages from other instances.
+fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let s = state.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(s.config.trust_refresh);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = s.trust.reload(&s.db).await {
+                tracing::warn!(error = format!("{e:#}"), "periodic trust refresh failed");
+            }
+        }
+    }));
+    let s = state.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(s.config.certificate_check_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match crate::service::certificates::mark_expired(&s.db).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "marked expired client certificates"),
+                Err(e) => tracing::warn!(error = ?e, "certificate expiry check failed"),
+            }
+        }
+    }));
+    if let Some(redis) = &state.redis {
+        let s = state.clone();
+        tasks.push(redis.subscribe(TRUST_CHANNEL, move |_| {
+            let s = s.clone();
+            async move {
+                if let Err(e) = s.trust.reload(&s.db).await {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "trust reload after a change message failed"
+                    );
+                }
+            }
+        }));
+    }
+    let sessions = state.sessions.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            sessions.sweep();
+        }
+    }));
+    tasks
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting data directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// `RENKEI_MASTER_KEY`, or for the embedded default a key generated once into the data dir.
+fn load_master_key(config: &Config) -> anyhow::Result<MasterKey> {
+    if let Some(key) = &config.master_key {
+        return MasterKey::from_base64(key.expose_secret())
+            .map_err(|e| anyhow::anyhow!("RENKEI_MASTER_KEY: {e}"));
+    }
+    let path = config.data_dir.join("master.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => MasterKey::from_base64(text.trim())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = MasterKey::generate();
+            crate::fsutil::write_private(&path, key.to_base64().expose_secret().as_bytes())?;
+            tracing::info!(path = %path.display(), "generated a master key for the embedded default");
+            Ok(key)
+        }
+        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
     }
 }
 

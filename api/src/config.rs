@@ -104,6 +104,66 @@ pub const SETTINGS: &[Setting] = &[
         doc: "On SIGTERM/SIGINT: how long in-flight requests may finish before connections are closed.",
     },
     Setting {
+        key: "master_key",
+        default: "(generated)",
+        doc: "Base64 of 32 random bytes (`openssl rand -base64 32`) that seals every tenant CA's private key. Unset: generated once into `<data_dir>/master.key` (0600). Required in production, where all replicas must share it. Secret.",
+    },
+    Setting {
+        key: "trusted_proxies",
+        default: "(unset)",
+        doc: "Comma-separated addresses or CIDRs of TLS-terminating proxies (nginx). Only from these is `X-SSL-Client-Cert` (and `X-Forwarded-For`) believed; from anyone else it is ignored.",
+    },
+    Setting {
+        key: "session_idle_seconds",
+        default: "1800",
+        doc: "A login session ends after this long without a request (sliding).",
+    },
+    Setting {
+        key: "session_absolute_seconds",
+        default: "43200",
+        doc: "A login session ends this long after login, whatever its activity.",
+    },
+    Setting {
+        key: "login_max_failures",
+        default: "5",
+        doc: "Consecutive wrong passwords that lock an account.",
+    },
+    Setting {
+        key: "lockout_seconds",
+        default: "900",
+        doc: "How long a locked account stays locked (or until `unlockUser`).",
+    },
+    Setting {
+        key: "login_ip_max_failures",
+        default: "20",
+        doc: "Failed logins one client IP may make per `login_ip_window_seconds` before `RATE_LIMITED`.",
+    },
+    Setting {
+        key: "login_ip_window_seconds",
+        default: "900",
+        doc: "Window of the per-IP login failure limit.",
+    },
+    Setting {
+        key: "password_hash_concurrency",
+        default: "0",
+        doc: "Argon2id hashes running at once on the blocking pool; 0 = number of CPUs. Bounds what a login storm can take from other requests.",
+    },
+    Setting {
+        key: "certificate_check_interval_seconds",
+        default: "86400",
+        doc: "How often expired client certificates are marked EXPIRED (daily).",
+    },
+    Setting {
+        key: "trust_refresh_seconds",
+        default: "10",
+        doc: "How often each instance re-reads tenant CAs and CRLs as a safety net (changes also arrive at once via Redis pub/sub).",
+    },
+    Setting {
+        key: "bootstrap",
+        default: "true",
+        doc: "On an empty database, create tenant `demo` (デモ市) with CITY_ADMIN `admin` and write its credentials to `<data_dir>/bootstrap/credentials.json` (0600).",
+    },
+    Setting {
         key: "default_time_zone",
         default: "Asia/Tokyo",
         doc: "IANA time zone of new tenants; times are stored in UTC and rendered with the tenant's offset.",
@@ -198,6 +258,70 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub default_time_zone: chrono_tz::Tz,
+    pub master_key: Option<SecretString>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub session_idle: Duration,
+    pub session_absolute: Duration,
+    pub login_max_failures: u32,
+    pub lockout: Duration,
+    pub login_ip_max_failures: u64,
+    pub login_ip_window: Duration,
+    pub password_hash_concurrency: usize,
+    pub certificate_check_interval: Duration,
+    pub trust_refresh: Duration,
+    pub bootstrap: bool,
+}
+
+/// An address range, `10.0.0.0/8` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr.trim().parse().map_err(|_| ())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.trim().parse::<u8>().map_err(|_| ())?,
+            None => max,
+        };
+        if prefix > max {
+            return Err(());
+        }
+        Ok(IpNet { addr, prefix })
+    }
 }
 
 #[derive(Clone)]
@@ -447,7 +571,66 @@ impl Config {
         let default_time_zone: chrono_tz::Tz =
             raw.parse("default_time_zone", "an IANA time zone such as Asia/Tokyo")?;
 
+        let master_key = match raw.get("master_key").map(str::trim) {
+            None | Some("") => None,
+            Some(k) => {
+                let valid = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, k)
+                    .map(|bytes| bytes.len() == 32)
+                    .unwrap_or(false);
+                if !valid {
+                    return Err(raw.err(
+                        "master_key",
+                        "must be base64 of exactly 32 bytes, e.g. from `openssl rand -base64 32` (value not shown)",
+                    ));
+                }
+                Some(SecretString::from(k.to_string()))
+            }
+        };
+        if env == Environment::Production && master_key.is_none() {
+            return Err(raw.err(
+                "master_key",
+                "must be set in production: every replica needs the same key to use the tenant CAs",
+            ));
+        }
+        let mut trusted_proxies = Vec::new();
+        if let Some(list) = raw.get("trusted_proxies") {
+            for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let net = item.parse::<IpNet>().map_err(|()| {
+                    raw.err(
+                        "trusted_proxies",
+                        format!("'{item}' is not an IP address or CIDR range"),
+                    )
+                })?;
+                trusted_proxies.push(net);
+            }
+        }
+        let secs = |key: &'static str| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_secs(
+                raw.positive(key, "a positive whole number of seconds")?,
+            ))
+        };
+        let session_idle = secs("session_idle_seconds")?;
+        let session_absolute = secs("session_absolute_seconds")?;
+        let bootstrap = match raw.value("bootstrap").unwrap_or_default() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            other => return Err(raw.err("bootstrap", format!("'{other}' is not true or false"))),
+        };
+
         Ok(Config {
+            master_key,
+            trusted_proxies,
+            session_idle,
+            session_absolute,
+            login_max_failures: raw.positive("login_max_failures", "a positive whole number")?,
+            lockout: secs("lockout_seconds")?,
+            login_ip_max_failures: raw
+                .positive("login_ip_max_failures", "a positive whole number")?,
+            login_ip_window: secs("login_ip_window_seconds")?,
+            password_hash_concurrency: raw.parse("password_hash_concurrency", "a whole number")?,
+            certificate_check_interval: secs("certificate_check_interval_seconds")?,
+            trust_refresh: secs("trust_refresh_seconds")?,
+            bootstrap,
             env,
             data_dir,
             listen,
@@ -577,6 +760,37 @@ mod tests {
             readme.contains(&settings_markdown()),
             "README.md's configuration table is stale: paste the output of `renkei settings`"
         );
+    }
+
+    #[test]
+    fn production_requires_a_valid_master_key() {
+        let err = Config::from_sources(None, env(&[("RENKEI_ENV", "production")])).unwrap_err();
+        assert!(err.to_string().contains("RENKEI_MASTER_KEY"), "{err}");
+        let err =
+            Config::from_sources(None, env(&[("RENKEI_MASTER_KEY", "c2hvcnQ=")])).unwrap_err();
+        assert!(err.to_string().contains("32 bytes") && !err.to_string().contains("c2hvcnQ"));
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let c = Config::from_sources(
+            None,
+            env(&[("RENKEI_ENV", "production"), ("RENKEI_MASTER_KEY", key)]),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains(key));
+    }
+
+    #[test]
+    fn trusted_proxies_parse_cidrs() {
+        let c = Config::from_sources(
+            None,
+            env(&[("RENKEI_TRUSTED_PROXIES", "172.28.0.0/16, ::1")]),
+        )
+        .unwrap();
+        assert!(c.trusted_proxies[0].contains("172.28.3.4".parse().unwrap()));
+        assert!(!c.trusted_proxies[0].contains("172.29.0.1".parse().unwrap()));
+        assert!(c.trusted_proxies[1].contains("::1".parse().unwrap()));
+        let err = Config::from_sources(None, env(&[("RENKEI_TRUSTED_PROXIES", "10.0.0.0/33")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("RENKEI_TRUSTED_PROXIES"));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_graphql::http::{GraphiQLSource, MultipartOptions};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Path, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -35,6 +35,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/pki/{tenant}/ca.pem", get(pki_ca))
+        .route("/pki/{tenant}/crl", get(pki_crl))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(SetResponseHeaderLayer::overriding(
             header::STRICT_TRANSPORT_SECURITY,
@@ -126,10 +128,7 @@ async fn graphql_post(
             );
         }
     };
-    let request = request.data(RequestContext {
-        connection: conn,
-        session_token: session_token(&headers),
-    });
+    let request = request.data(request_context(&state, &conn, &headers));
     let response = state.schema.execute(request).await;
     graphql_response(&headers, response)
 }
@@ -196,20 +195,71 @@ async fn graphql_ws(
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let token = session_token(&headers);
+    let context = request_context(&state, &conn, &headers);
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
             let mut data = async_graphql::Data::default();
-            data.insert(RequestContext {
-                connection: conn,
-                session_token: token,
-            });
+            data.insert(context);
             GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
                 .with_data(data)
                 .keepalive_timeout(Duration::from_secs(60))
                 .serve()
         })
+}
+
+/// Who is asking: the verified client certificate and address (see `auth::trust`), and the
+/// session token it carries.
+fn request_context(
+    state: &HttpState,
+    conn: &ConnectionInfo,
+    headers: &HeaderMap,
+) -> RequestContext {
+    let (peer, ip) = crate::auth::trust::client_identity(
+        conn,
+        headers,
+        &state.app.config.trusted_proxies,
+        &state.app.trust,
+    );
+    RequestContext::new(peer, ip, session_token(headers))
+}
+
+/// Public: a tenant's CA certificate, for devices and relying parties.
+async fn pki_ca(State(state): State<HttpState>, Path(tenant): Path<String>) -> Response {
+    match crate::service::tenants::ca_and_crl(&state.app.db, &tenant).await {
+        Ok(Some(ca)) => (
+            [(header::CONTENT_TYPE, "application/x-pem-file")],
+            ca.cert_pem,
+        )
+            .into_response(),
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// Public: a tenant's current CRL (DER).
+async fn pki_crl(State(state): State<HttpState>, Path(tenant): Path<String>) -> Response {
+    match crate::service::tenants::ca_and_crl(&state.app.db, &tenant).await {
+        Ok(Some(ca)) => (
+            [
+                (header::CONTENT_TYPE, "application/pkix-crl"),
+                (header::CACHE_CONTROL, "max-age=60"),
+            ],
+            ca.crl_der,
+        )
+            .into_response(),
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+fn unavailable(e: crate::error::AppError) -> Response {
+    let status = match e {
+        crate::error::AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let _ = e.into_graphql(); // logs the cause
+    status.into_response()
 }
 
 async fn healthz() -> Response {

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -11,5 +12,6 @@ pub mod fsutil;
 pub mod graphql;
 pub mod http;
 pub mod redis_store;
+pub mod service;
 pub mod state;
 pub mod telemetry;

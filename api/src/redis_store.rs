@@ -9,6 +9,7 @@ use crate::config::Config;
 
 #[derive(Clone)]
 pub struct RedisHandle {
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
     timeout: Duration,
@@ -29,7 +30,7 @@ impl RedisHandle {
             .set_max_delay(Duration::from_secs(2));
         let conn = tokio::time::timeout(
             config.redis_timeout * 3,
-            ConnectionManager::new_with_config(client, manager_config),
+            ConnectionManager::new_with_config(client.clone(), manager_config),
         )
         .await
         .map_err(|_| anyhow::anyhow!("redis {redacted} unreachable: timed out"))?
@@ -40,6 +41,7 @@ impl RedisHandle {
             )
         })?;
         Ok(Some(RedisHandle {
+            client,
             conn,
             prefix: config.redis_prefix.clone(),
             timeout: config.redis_timeout,
@@ -53,6 +55,54 @@ impl RedisHandle {
 
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// Publishes on a channel under the prefix.
+    pub async fn publish(&self, channel: &str, message: &str) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        let channel = self.key(channel);
+        tokio::time::timeout(
+            self.timeout,
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(message)
+                .query_async::<i64>(&mut conn),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("redis publish timed out"))??;
+        Ok(())
+    }
+
+    /// Calls `on_message` for every message on `channel` until the process ends, reconnecting
+    /// (with a pause) whenever Redis goes away.
+    pub fn subscribe<F, Fut>(&self, channel: &str, on_message: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let client = self.client.clone();
+        let channel = self.key(channel);
+        tokio::spawn(async move {
+            use futures_util::StreamExt as _;
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        if let Err(e) = pubsub.subscribe(&channel).await {
+                            tracing::warn!(error = %e, channel, "redis subscribe failed");
+                        } else {
+                            let mut messages = pubsub.on_message();
+                            while let Some(msg) = messages.next().await {
+                                let payload: String = msg.get_payload().unwrap_or_default();
+                                on_message(payload).await;
+                            }
+                            tracing::warn!(channel, "redis subscription ended; reconnecting");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, channel, "redis pub/sub connect failed"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {

@@ -5,6 +5,11 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
+use crate::auth::password::PasswordHasher;
+use crate::auth::pki::MasterKey;
+use crate::auth::ratelimit::RateLimiter;
+use crate::auth::session::SessionStore;
+use crate::auth::trust::TrustStore;
 use crate::config::Config;
 use crate::redis_store::RedisHandle;
 
@@ -13,4 +18,30 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: DatabaseConnection,
     pub redis: Option<RedisHandle>,
+    pub master_key: Arc<MasterKey>,
+    pub hasher: PasswordHasher,
+    pub sessions: SessionStore,
+    pub limiter: RateLimiter,
+    pub trust: TrustStore,
+}
+
+/// Channel on which instances tell each other that tenant CAs or CRLs changed.
+pub const TRUST_CHANNEL: &str = "trust-changed";
+
+impl AppState {
+    /// After a tenant was created or a certificate revoked: reload trust here at once, and tell
+    /// the other instances (they also re-check every `trust_refresh_seconds`).
+    pub async fn trust_changed(&self) {
+        if let Err(e) = self.trust.reload(&self.db).await {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "reloading client certificate trust failed"
+            );
+        }
+        if let Some(redis) = &self.redis
+            && let Err(e) = redis.publish(TRUST_CHANNEL, "reload").await
+        {
+            tracing::warn!(error = %e, "could not announce a trust change; others pick it up on their next refresh");
+        }
+    }
 }

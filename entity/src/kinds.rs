@@ -73,3 +73,17 @@ pub enum Occupation {
     Clerk,
     Other,
 }
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
+#[sea_orm(
+    rs_type = "String",
+    db_type = "String(StringLen::N(16))",
+    rename_all = "SCREAMING_SNAKE_CASE"
+)]
+pub enum CertificateStatus {
+    Active,
+    Revoked,
+    Expired,
+}

@@ -1,6 +1,9 @@
 //! SeaORM entities: the tables, nothing else. GraphQL types and business rules live in `api`.
 
+pub mod certificate;
 pub mod facility;
 pub mod kinds;
+pub mod password_history;
 pub mod tenant;
+pub mod tenant_ca;
 pub mod user;

@@ -34,6 +34,8 @@ pub struct Model {
     pub tenant: BelongsTo<super::tenant::Entity>,
     #[sea_orm(belongs_to, from = "facility_id", to = "id")]
     pub facility: BelongsTo<Option<super::facility::Entity>>,
+    #[sea_orm(has_many)]
+    pub certificates: HasMany<super::certificate::Entity>,
 }
 
 /// An Argon2id PHC string. Not a secret by itself, but kept out of logs all the same.

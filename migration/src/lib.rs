@@ -4,14 +4,16 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_tenants_facilities_users;
+mod m20261124_000002_pki_and_passwords;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(
-            m20261124_000001_tenants_facilities_users::Migration,
-        )]
+        vec![
+            Box::new(m20261124_000001_tenants_facilities_users::Migration),
+            Box::new(m20261124_000002_pki_and_passwords::Migration),
+        ]
     }
 }

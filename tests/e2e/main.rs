@@ -3,6 +3,7 @@
 
 mod graphql_http;
 mod health;
+mod login;
 mod schema_file;
 mod shutdown;
 mod websocket;

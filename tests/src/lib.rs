@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod client;
+pub mod fixtures;
 pub mod proxy;
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use tokio::sync::oneshot;
 
 pub use client::{Gql, TestClient};
+pub use fixtures::Person;
 
 /// Which database the suite runs on: `RENKEI_TEST_DB=sqlite|postgres` (default sqlite).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +77,7 @@ pub struct TestApp {
     /// Direct database access for assertions the API cannot make.
     pub db: DatabaseConnection,
     pub server_ca_pem: Vec<u8>,
+    state: renkei::state::AppState,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     _tempdir: Option<Arc<tempfile::TempDir>>,
@@ -135,6 +138,10 @@ pub async fn spawn_app_with(opts: TestOptions) -> TestApp {
         ("RENKEI_DATABASE_MAX_CONNECTIONS".into(), "5".into()),
         ("RENKEI_REDIS_PREFIX".into(), redis_prefix.clone()),
         ("RENKEI_SHUTDOWN_GRACE_SECONDS".into(), "5".into()),
+        // Tests make their own tenants; the demo tenant is tested on its own.
+        ("RENKEI_BOOTSTRAP".into(), "false".into()),
+        // Argon2id at full strength is the point, but tests log in a lot.
+        ("RENKEI_PASSWORD_HASH_CONCURRENCY".into(), "4".into()),
         (
             "RENKEI_LOG".into(),
             std::env::var("RENKEI_TEST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -152,6 +159,7 @@ pub async fn spawn_app_with(opts: TestOptions) -> TestApp {
 
     let app = App::build(config).await.expect("the app starts");
     let addr = app.local_addr();
+    let state = app.state().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run(async {
         rx.await.ok();
@@ -167,6 +175,7 @@ pub async fn spawn_app_with(opts: TestOptions) -> TestApp {
         uses_redis,
         db,
         server_ca_pem,
+        state,
         shutdown: Some(tx),
         server: Some(server),
         _tempdir: tempdir,
@@ -225,6 +234,11 @@ impl TestApp {
             tx.send(()).ok();
         }
         self.server.take()
+    }
+
+    /// The server's own state, for fixtures made through service functions.
+    pub fn state(&self) -> &renkei::state::AppState {
+        &self.state
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -2,4 +2,7 @@
 
 pub mod password;
 pub mod pki;
+pub mod ratelimit;
+pub mod session;
 pub mod tls;
+pub mod trust;

@@ -78,19 +78,6 @@ fn generate_self_signed(dir: &Path, cert: &Path, key: &Path) -> anyhow::Result<(
     Ok(())
 }
 
-/// Builds the rustls configuration: TLS 1.2/1.3, ALPN h2 and http/1.1.
-pub fn server_config(identity: &ServerIdentity) -> anyhow::Result<ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
-        .context("TLS certificate and key do not match")?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
 /// The TLS configuration new connections use; replaced at run time when trust changes.
 #[derive(Clone)]
 pub struct TlsConfigHandle(Arc<RwLock<Arc<ServerConfig>>>);

@@ -1,33 +1,127 @@
-//! What a resolver knows about the request: the connection it came over and the credentials
-//! it carried. Authentication turns these into a caller.
+//! What a resolver knows about the request: the connection it came over, the credentials it
+//! carried, and (once resolved) the logged-in caller.
+
+use std::net::IpAddr;
 
 use async_graphql::Context;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::auth::tls::ConnectionInfo;
-use crate::error::AppError;
+use entity::kinds::AccountStatus;
+use entity::{tenant, user};
+
+use crate::auth::trust::PeerCertificate;
+use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
 /// Per-request facts, put into the GraphQL request data by the HTTP and WebSocket handlers.
 pub struct RequestContext {
-    pub connection: ConnectionInfo,
+    /// The verified client certificate (from our TLS handshake, or a trusted proxy's header).
+    pub peer: Option<PeerCertificate>,
+    pub client_ip: IpAddr,
     /// `Authorization: Bearer …`, or the session cookie.
     pub session_token: Option<SecretString>,
+    caller: tokio::sync::OnceCell<Caller>,
+}
+
+impl RequestContext {
+    pub fn new(
+        peer: Option<PeerCertificate>,
+        client_ip: IpAddr,
+        session_token: Option<SecretString>,
+    ) -> Self {
+        RequestContext {
+            peer,
+            client_ip,
+            session_token,
+            caller: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+/// The logged-in user behind a request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub user: user::Model,
+    pub tenant: tenant::Model,
+    /// SHA-256 of the session token: what the audit log and session store know it by.
+    pub session_hash: String,
+    pub peer: PeerCertificate,
+}
+
+impl Caller {
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.tenant
+            .time_zone
+            .parse()
+            .unwrap_or(chrono_tz::Asia::Tokyo)
+    }
 }
 
 pub trait ContextExt {
-    fn state(&self) -> Result<&AppState, AppError>;
-    fn request(&self) -> Result<&RequestContext, AppError>;
+    fn state(&self) -> AppResult<&AppState>;
+    fn request(&self) -> AppResult<&RequestContext>;
+    /// The caller, refused with PASSWORD_CHANGE_REQUIRED until the initial password is changed.
+    fn caller(&self) -> impl std::future::Future<Output = AppResult<&Caller>> + Send;
+    /// The caller even before the password change: only `me`, `changePassword`, `logout`.
+    fn caller_before_password_change(
+        &self,
+    ) -> impl std::future::Future<Output = AppResult<&Caller>> + Send;
 }
 
 impl ContextExt for Context<'_> {
-    fn state(&self) -> Result<&AppState, AppError> {
+    fn state(&self) -> AppResult<&AppState> {
         self.data::<AppState>()
             .map_err(|_| AppError::internal(anyhow::anyhow!("AppState missing from schema data")))
     }
-    fn request(&self) -> Result<&RequestContext, AppError> {
+
+    fn request(&self) -> AppResult<&RequestContext> {
         self.data::<RequestContext>().map_err(|_| {
             AppError::internal(anyhow::anyhow!("RequestContext missing from request data"))
         })
     }
+
+    async fn caller(&self) -> AppResult<&Caller> {
+        let caller = self.caller_before_password_change().await?;
+        if caller.user.must_change_password {
+            return Err(AppError::PasswordChangeRequired);
+        }
+        Ok(caller)
+    }
+
+    async fn caller_before_password_change(&self) -> AppResult<&Caller> {
+        let state = self.state()?;
+        let request = self.request()?;
+        request
+            .caller
+            .get_or_try_init(|| resolve(state, request))
+            .await
+    }
+}
+
+async fn resolve(state: &AppState, request: &RequestContext) -> AppResult<Caller> {
+    let token = request
+        .session_token
+        .as_ref()
+        .ok_or(AppError::Unauthenticated)?;
+    let (session_hash, record) =
+        crate::service::login::resume(state, token.expose_secret(), request.peer.as_ref()).await?;
+    let user = crate::service::users::by_id(&state.db, record.user_id)
+        .await?
+        .ok_or(AppError::Unauthenticated)?;
+    if user.status == AccountStatus::Suspended {
+        state
+            .sessions
+            .revoke(&session_hash)
+            .await
+            .map_err(AppError::unavailable)?;
+        return Err(AppError::AccountSuspended);
+    }
+    let tenant = crate::service::users::tenant_of(&state.db, &user).await?;
+    let peer = request.peer.clone().ok_or(AppError::Unauthenticated)?;
+    Ok(Caller {
+        user,
+        tenant,
+        session_hash,
+        peer,
+    })
 }

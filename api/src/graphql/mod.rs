@@ -1,22 +1,27 @@
 //! The GraphQL schema: root types merged from one module per domain.
 
 pub mod context;
+pub mod mutation;
 pub mod query;
 pub mod types;
 
-use async_graphql::{EmptyMutation, EmptySubscription, Schema};
+use async_graphql::{EmptySubscription, Schema};
 
 use crate::config::Config;
 use crate::state::AppState;
 
-pub type RenkeiSchema = Schema<query::Query, EmptyMutation, EmptySubscription>;
+pub type RenkeiSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
 
 /// Builds the schema with the configured limits; `state` is absent only when printing SDL.
 pub fn build_schema(config: &Config, state: Option<AppState>) -> RenkeiSchema {
-    let mut builder = Schema::build(query::Query::default(), EmptyMutation, EmptySubscription)
-        .limit_depth(config.graphql_max_depth)
-        .limit_complexity(config.graphql_max_complexity)
-        .limit_recursive_depth(32);
+    let mut builder = Schema::build(
+        query::Query::default(),
+        mutation::Mutation::default(),
+        EmptySubscription,
+    )
+    .limit_depth(config.graphql_max_depth)
+    .limit_complexity(config.graphql_max_complexity)
+    .limit_recursive_depth(32);
     if config.is_production() {
         builder = builder.disable_introspection();
     }
@@ -28,7 +33,11 @@ pub fn build_schema(config: &Config, state: Option<AppState>) -> RenkeiSchema {
 
 /// The SDL that `renkei schema` prints and `schema.graphql` holds.
 pub fn sdl() -> String {
-    Schema::build(query::Query::default(), EmptyMutation, EmptySubscription)
-        .finish()
-        .sdl()
+    Schema::build(
+        query::Query::default(),
+        mutation::Mutation::default(),
+        EmptySubscription,
+    )
+    .finish()
+    .sdl()
 }

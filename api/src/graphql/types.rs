@@ -1,8 +1,21 @@
 //! GraphQL output types and enums, built from entity models. The database schema is not the API.
 
-use async_graphql::{Enum, ID, SimpleObject};
+use async_graphql::{ComplexObject, Context, Enum, ID, Object, Result, SimpleObject};
+use chrono::{DateTime, FixedOffset, Utc};
+use chrono_tz::Tz;
+
+use entity::{certificate, facility, tenant, user};
+
+use crate::authz;
+use crate::graphql::context::ContextExt as _;
+
+/// Renders a stored UTC time with the tenant's offset (RFC 3339, e.g. +09:00).
+pub fn local(at: DateTime<Utc>, tz: Tz) -> DateTime<FixedOffset> {
+    at.with_timezone(&tz).fixed_offset()
+}
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "entity::kinds::Role")]
 pub enum Role {
     PlatformOperator,
     CityAdmin,
@@ -10,14 +23,65 @@ pub enum Role {
     Staff,
 }
 
-impl From<entity::kinds::Role> for Role {
-    fn from(r: entity::kinds::Role) -> Self {
-        use entity::kinds::Role as R;
-        match r {
-            R::PlatformOperator => Role::PlatformOperator,
-            R::CityAdmin => Role::CityAdmin,
-            R::FacilityAdmin => Role::FacilityAdmin,
-            R::Staff => Role::Staff,
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "entity::kinds::AccountStatus")]
+pub enum AccountStatus {
+    Active,
+    Locked,
+    Suspended,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "entity::kinds::FacilityKind")]
+pub enum FacilityKind {
+    MedicalInstitution,
+    CareProvider,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "entity::kinds::Occupation")]
+pub enum Occupation {
+    Physician,
+    Dentist,
+    Pharmacist,
+    Nurse,
+    PublicHealthNurse,
+    CareManager,
+    PhysicalTherapist,
+    OccupationalTherapist,
+    SpeechTherapist,
+    Dietitian,
+    DentalHygienist,
+    SocialWorker,
+    MedicalSocialWorker,
+    CareWorker,
+    HomeHelper,
+    MunicipalOfficer,
+    Clerk,
+    Other,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "entity::kinds::CertificateStatus")]
+pub enum CertificateStatus {
+    Active,
+    Revoked,
+    Expired,
+}
+
+/// How a PKCS#12 bundle is encrypted: MODERN (AES-256-CBC, PBKDF2-SHA256, SHA-256 MAC) or
+/// LEGACY (3DES, SHA-1 MAC) for older iOS and Android.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Pkcs12Encoding {
+    Modern,
+    Legacy,
+}
+
+impl From<Pkcs12Encoding> for crate::auth::pki::Pkcs12Encoding {
+    fn from(e: Pkcs12Encoding) -> Self {
+        match e {
+            Pkcs12Encoding::Modern => crate::auth::pki::Pkcs12Encoding::Modern,
+            Pkcs12Encoding::Legacy => crate::auth::pki::Pkcs12Encoding::Legacy,
         }
     }
 }
@@ -29,12 +93,207 @@ pub struct Tenant {
     pub name: String,
 }
 
-impl From<entity::tenant::Model> for Tenant {
-    fn from(t: entity::tenant::Model) -> Self {
+impl From<&tenant::Model> for Tenant {
+    fn from(t: &tenant::Model) -> Self {
         Tenant {
             id: ID(t.id.to_string()),
-            slug: t.slug,
-            name: t.name,
+            slug: t.slug.clone(),
+            name: t.name.clone(),
         }
+    }
+}
+
+pub struct Facility {
+    pub model: facility::Model,
+}
+
+#[Object]
+impl Facility {
+    async fn id(&self) -> ID {
+        ID(self.model.id.to_string())
+    }
+    async fn kind(&self) -> FacilityKind {
+        self.model.kind.into()
+    }
+    async fn name(&self) -> &str {
+        &self.model.name
+    }
+    async fn address(&self) -> Option<&str> {
+        self.model.address.as_deref()
+    }
+    async fn phone(&self) -> Option<&str> {
+        self.model.phone.as_deref()
+    }
+    async fn inside_municipality(&self) -> bool {
+        self.model.inside_municipality
+    }
+    async fn status(&self) -> AccountStatus {
+        self.model.status.into()
+    }
+}
+
+pub struct User {
+    pub model: user::Model,
+    pub tz: Tz,
+}
+
+impl User {
+    pub fn new(model: user::Model, tz: Tz) -> Self {
+        User { model, tz }
+    }
+}
+
+/// LOCKED only while the lock lasts; an expired lockout shows as ACTIVE.
+pub fn effective_status(user: &user::Model) -> entity::kinds::AccountStatus {
+    use entity::kinds::AccountStatus as S;
+    match (user.status, user.locked_until) {
+        (S::Locked, Some(until)) if until <= Utc::now() => S::Active,
+        (status, _) => status,
+    }
+}
+
+#[Object]
+impl User {
+    async fn id(&self) -> ID {
+        ID(self.model.id.to_string())
+    }
+    async fn login_id(&self) -> &str {
+        &self.model.login_id
+    }
+    async fn display_name(&self) -> &str {
+        &self.model.display_name
+    }
+    async fn display_name_kana(&self) -> Option<&str> {
+        self.model.display_name_kana.as_deref()
+    }
+    async fn occupation(&self) -> Occupation {
+        self.model.occupation.into()
+    }
+    async fn role(&self) -> Role {
+        self.model.role.into()
+    }
+    async fn status(&self) -> AccountStatus {
+        effective_status(&self.model).into()
+    }
+    /// Null for CITY_ADMIN and PLATFORM_OPERATOR.
+    async fn facility(&self, ctx: &Context<'_>) -> Result<Option<Facility>> {
+        let Some(id) = self.model.facility_id else {
+            return Ok(None);
+        };
+        let state = ctx.state()?;
+        Ok(crate::service::users::facility(&state.db, id)
+            .await?
+            .map(|model| Facility { model }))
+    }
+    async fn tenant(&self, ctx: &Context<'_>) -> Result<Tenant> {
+        let state = ctx.state()?;
+        let tenant = crate::service::users::tenant_of(&state.db, &self.model).await?;
+        Ok(Tenant::from(&tenant))
+    }
+    async fn must_change_password(&self) -> bool {
+        self.model.must_change_password
+    }
+    /// Personal-information pledge (form 6); null until accepted.
+    async fn pledge_accepted_at(&self) -> Option<DateTime<FixedOffset>> {
+        self.model.pledge_accepted_at.map(|at| local(at, self.tz))
+    }
+    /// Self, CITY_ADMIN, or FACILITY_ADMIN of the same facility.
+    async fn certificates(&self, ctx: &Context<'_>) -> Result<Vec<Certificate>> {
+        let caller = ctx.caller_before_password_change().await?;
+        if !authz::can_see_certificates(&caller.user, &self.model) {
+            return Err(crate::error::AppError::Forbidden.into());
+        }
+        let state = ctx.state()?;
+        Ok(
+            crate::service::certificates::for_user(&state.db, self.model.id)
+                .await?
+                .into_iter()
+                .map(|model| Certificate { model, tz: self.tz })
+                .collect(),
+        )
+    }
+}
+
+pub struct Certificate {
+    pub model: certificate::Model,
+    pub tz: Tz,
+}
+
+#[Object]
+impl Certificate {
+    async fn id(&self) -> ID {
+        ID(self.model.id.to_string())
+    }
+    /// Hex, as in the certificate and the CRL.
+    async fn serial_number(&self) -> &str {
+        &self.model.serial_hex
+    }
+    /// Hex of SHA-256 over the DER certificate.
+    async fn fingerprint_sha256(&self) -> &str {
+        &self.model.fingerprint_sha256
+    }
+    async fn device_label(&self) -> &str {
+        &self.model.device_label
+    }
+    async fn not_before(&self) -> DateTime<FixedOffset> {
+        local(self.model.not_before, self.tz)
+    }
+    async fn not_after(&self) -> DateTime<FixedOffset> {
+        local(self.model.not_after, self.tz)
+    }
+    async fn status(&self) -> CertificateStatus {
+        self.model.status.into()
+    }
+    async fn revoked_at(&self) -> Option<DateTime<FixedOffset>> {
+        self.model.revoked_at.map(|at| local(at, self.tz))
+    }
+    async fn revocation_reason(&self) -> Option<&str> {
+        self.model.revocation_reason.as_deref()
+    }
+}
+
+/// Returned once: the PKCS#12 bundle and its password are never stored in retrievable form.
+#[derive(SimpleObject)]
+pub struct CertificateIssuance {
+    pub certificate: Certificate,
+    /// Client certificate + private key + tenant CA chain.
+    pub pkcs12_base64: String,
+    /// The 電子証明書用PW, random, at least 16 characters.
+    pub pkcs12_password: String,
+}
+
+impl CertificateIssuance {
+    pub fn from_issuance(issuance: crate::service::certificates::Issuance, tz: Tz) -> Self {
+        use base64::Engine as _;
+        use secrecy::ExposeSecret as _;
+        CertificateIssuance {
+            pkcs12_base64: base64::engine::general_purpose::STANDARD.encode(&issuance.pkcs12_der),
+            pkcs12_password: issuance.pkcs12_password.expose_secret().to_string(),
+            certificate: Certificate {
+                model: issuance.certificate,
+                tz,
+            },
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct LoginPayload {
+    pub token: String,
+    /// Absolute expiry; idle expiry is shorter and slides.
+    pub expires_at: DateTime<FixedOffset>,
+    #[graphql(skip)]
+    pub user_model: user::Model,
+    #[graphql(skip)]
+    pub tz: Tz,
+    pub must_change_password: bool,
+    pub must_accept_pledge: bool,
+}
+
+#[ComplexObject]
+impl LoginPayload {
+    async fn user(&self) -> User {
+        User::new(self.user_model.clone(), self.tz)
     }
 }

@@ -1,0 +1,9 @@
+//! Root mutation, merged from one object per domain.
+
+use async_graphql::MergedObject;
+
+mod accounts;
+mod session;
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(session::SessionMutation, accounts::AccountMutation);

@@ -1,0 +1,174 @@
+//! The caller's own account (password, pledge) and administration of others' (unlock, reset,
+//! certificates), the latter only through an `authz::UserAdmin` capability.
+
+use sea_orm::{
+    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _,
+    QuerySelect as _, Set, TransactionTrait as _,
+};
+use secrecy::{ExposeSecret as _, SecretString};
+use uuid::Uuid;
+
+use entity::kinds::AccountStatus;
+use entity::{password_history, user};
+
+use crate::auth::password::{PasswordError, PasswordPolicy};
+use crate::auth::pki;
+use crate::authz::UserAdmin;
+use crate::error::{AppError, AppResult};
+use crate::service::now;
+use crate::state::AppState;
+
+/// The version of the staff pledge (form 6) a user accepts.
+pub const PLEDGE_VERSION: &str = "2026-1";
+
+fn password_input_error(field: &str, e: PasswordError) -> AppError {
+    match e {
+        PasswordError::Internal(detail) => {
+            AppError::internal(anyhow::anyhow!("password hashing: {detail}"))
+        }
+        other => AppError::bad_input(field, other.to_string()),
+    }
+}
+
+/// Changes the caller's password after checking the current one and the policy; ends the
+/// caller's other sessions.
+pub async fn change_password(
+    state: &AppState,
+    me: &user::Model,
+    current_session: &str,
+    current: SecretString,
+    new: SecretString,
+) -> AppResult<()> {
+    let Some(hash) = &me.password_hash else {
+        return Err(AppError::bad_input(
+            "currentPassword",
+            "the current password is not correct",
+        ));
+    };
+    let ok = state
+        .hasher
+        .verify(current, &hash.0)
+        .await
+        .map_err(|e| password_input_error("currentPassword", e))?;
+    if !ok {
+        return Err(AppError::bad_input(
+            "currentPassword",
+            "the current password is not correct",
+        ));
+    }
+    let policy = PasswordPolicy::default();
+    let mut names = vec![me.display_name.as_str()];
+    if let Some(kana) = &me.display_name_kana {
+        names.push(kana.as_str());
+    }
+    policy
+        .check(new.expose_secret(), &me.login_id, &names)
+        .map_err(|e| password_input_error("newPassword", e))?;
+    // The current one and the four before it.
+    let mut previous = vec![hash.0.clone()];
+    let history = password_history::Entity::find()
+        .filter(password_history::Column::UserId.eq(me.id))
+        .order_by_desc(password_history::Column::CreatedAt)
+        .limit(u64::try_from(policy.history.saturating_sub(1)).unwrap_or(4))
+        .all(&state.db)
+        .await?;
+    previous.extend(history.into_iter().map(|h| h.password_hash.0));
+    if state
+        .hasher
+        .matches_any(new.clone(), &previous)
+        .await
+        .map_err(|e| password_input_error("newPassword", e))?
+    {
+        return Err(password_input_error("newPassword", PasswordError::Reused));
+    }
+    set_password(state, me, new, false).await?;
+    // Anyone else holding a session of this account is out.
+    for (hash, _) in state
+        .sessions
+        .list_user(me.id)
+        .await
+        .map_err(AppError::unavailable)?
+    {
+        if hash != current_session {
+            state
+                .sessions
+                .revoke(&hash)
+                .await
+                .map_err(AppError::unavailable)?;
+        }
+    }
+    Ok(())
+}
+
+async fn set_password(
+    state: &AppState,
+    user: &user::Model,
+    new: SecretString,
+    must_change: bool,
+) -> AppResult<user::Model> {
+    let new_hash = state
+        .hasher
+        .hash(new)
+        .await
+        .map_err(|e| password_input_error("newPassword", e))?;
+    let at = now();
+    let txn = state.db.begin().await?;
+    if let Some(old) = &user.password_hash {
+        password_history::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            user_id: Set(user.id),
+            password_hash: Set(old.clone()),
+            created_at: Set(at),
+        }
+        .insert(&txn)
+        .await?;
+    }
+    let mut active: user::ActiveModel = user.clone().into();
+    active.password_hash = Set(Some(user::PasswordHash(new_hash)));
+    active.must_change_password = Set(must_change);
+    active.password_changed_at = Set(Some(at));
+    active.updated_at = Set(at);
+    let updated = active.update(&txn).await?;
+    txn.commit().await?;
+    Ok(updated)
+}
+
+/// A new random one-time password for the target; every session of the target ends.
+pub async fn reset_password(
+    state: &AppState,
+    cap: UserAdmin,
+) -> AppResult<(user::Model, SecretString)> {
+    let password = SecretString::from(pki::random_password(16));
+    let updated = set_password(state, &cap.target, password.clone(), true).await?;
+    state
+        .sessions
+        .revoke_user(updated.id)
+        .await
+        .map_err(AppError::unavailable)?;
+    Ok((updated, password))
+}
+
+/// Lifts a lockout.
+pub async fn unlock_user(state: &AppState, cap: UserAdmin) -> AppResult<user::Model> {
+    let target = cap.target;
+    if target.status == AccountStatus::Suspended {
+        return Err(AppError::Conflict(
+            "the account is suspended, not locked".into(),
+        ));
+    }
+    let mut active: user::ActiveModel = target.into();
+    active.status = Set(AccountStatus::Active);
+    active.failed_login_count = Set(0);
+    active.locked_until = Set(None);
+    active.updated_at = Set(now());
+    Ok(active.update(&state.db).await?)
+}
+
+/// Records the caller's pledge (form 6).
+pub async fn accept_pledge(state: &AppState, me: &user::Model) -> AppResult<user::Model> {
+    let mut active: user::ActiveModel = me.clone().into();
+    active.pledge_accepted_at = Set(Some(now()));
+    active.pledge_version = Set(Some(PLEDGE_VERSION.to_string()));
+    active.updated_at = Set(now());
+    Ok(active.update(&state.db).await?)
+}

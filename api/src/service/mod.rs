@@ -1,0 +1,18 @@
+//! Business rules, one module per domain. Functions take `&impl ConnectionTrait` so the same
+//! code runs inside or outside a transaction, and they know nothing of GraphQL.
+
+pub mod accounts;
+pub mod certificates;
+pub mod login;
+pub mod tenants;
+pub mod users;
+
+use chrono::{DateTime, Utc};
+
+/// The server clock, the only source of "now" for stored times.
+pub fn now() -> DateTime<Utc> {
+    // Microsecond precision: what both PostgreSQL and our SQLite encoding keep, so a value read
+    // back equals the value written.
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}

@@ -1,0 +1,218 @@
+//! People and tenants for tests, made through the same service functions the CLI uses, and
+//! logged in through the real API over TLS with their real PKCS#12 bundles.
+
+use base64::Engine as _;
+use sea_orm::{ActiveModelTrait as _, Set};
+use secrecy::ExposeSecret as _;
+use serde_json::json;
+use uuid::Uuid;
+
+use entity::kinds::{AccountStatus, FacilityKind, Occupation, Role};
+use renkei::service::{certificates, tenants};
+
+use crate::{TestApp, TestClient};
+
+/// A user with both factors in hand.
+#[derive(Clone, Debug)]
+pub struct Person {
+    pub id: Uuid,
+    pub tenant: String,
+    pub tenant_id: Uuid,
+    pub login_id: String,
+    pub password: String,
+    /// PEM certificate + key, as a device would hold after importing the PKCS#12.
+    pub identity_pem: Vec<u8>,
+    pub certificate_id: Uuid,
+    pub fingerprint: String,
+}
+
+/// Turns a PKCS#12 bundle into the PEM identity reqwest (rustls) wants.
+pub fn identity_from_pkcs12(der: &[u8], password: &str) -> Vec<u8> {
+    let store = p12_keystore::KeyStore::from_pkcs12(
+        der,
+        password,
+        p12_keystore::Pkcs12ImportPolicy::Strict,
+    )
+    .expect("PKCS#12 opens with its password");
+    let (_, chain) = store.private_key_chain().expect("PKCS#12 holds a key");
+    let mut pem = String::new();
+    for cert in chain.certs() {
+        pem.push_str(&pem_block("CERTIFICATE", cert.as_der()));
+    }
+    pem.push_str(&pem_block("PRIVATE KEY", chain.key().as_der()));
+    pem.into_bytes()
+}
+
+pub fn pem_block(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+impl TestApp {
+    /// A new tenant with its CA and CITY_ADMIN (initial password, must change it).
+    pub async fn create_tenant(&self, slug: &str) -> Person {
+        let state = self.state();
+        let created = tenants::create_tenant(
+            &state.db,
+            &state.master_key,
+            &state.hasher,
+            tenants::NewTenant {
+                slug: slug.into(),
+                name: format!("{slug} city"),
+                admin_login_id: "admin".into(),
+                admin_display_name: "Admin Person".into(),
+                time_zone: chrono_tz::Asia::Tokyo,
+            },
+        )
+        .await
+        .expect("tenant created");
+        state.trust_changed().await;
+        let issuance = &created.admin_certificate;
+        Person {
+            id: created.admin.id,
+            tenant: slug.into(),
+            tenant_id: created.tenant.id,
+            login_id: created.admin.login_id.clone(),
+            password: created.admin_password.expose_secret().to_string(),
+            identity_pem: identity_from_pkcs12(
+                &issuance.pkcs12_der,
+                issuance.pkcs12_password.expose_secret(),
+            ),
+            certificate_id: issuance.certificate.id,
+            fingerprint: issuance.certificate.fingerprint_sha256.clone(),
+        }
+    }
+
+    /// A facility of the tenant.
+    pub async fn create_facility(&self, tenant_id: Uuid, name: &str) -> Uuid {
+        let now = chrono::Utc::now();
+        let id = Uuid::now_v7();
+        entity::facility::ActiveModel {
+            id: Set(id),
+            tenant_id: Set(tenant_id),
+            kind: Set(FacilityKind::MedicalInstitution),
+            name: Set(name.into()),
+            address: Set(Some("1-1 Chuo".into())),
+            phone: Set(Some("03-0000-0000".into())),
+            representative_name: Set(Some("Rep".into())),
+            inside_municipality: Set(true),
+            status: Set(AccountStatus::Active),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&self.db)
+        .await
+        .unwrap();
+        id
+    }
+
+    /// A user with a random initial password (must change it) and a certificate.
+    pub async fn create_user(
+        &self,
+        tenant: &Person,
+        login_id: &str,
+        role: Role,
+        facility_id: Option<Uuid>,
+    ) -> Person {
+        let state = self.state();
+        let password = renkei::auth::pki::random_password(16);
+        let hash = state.hasher.hash(password.clone().into()).await.unwrap();
+        let now = chrono::Utc::now();
+        let user = entity::user::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(tenant.tenant_id),
+            facility_id: Set(facility_id),
+            login_id: Set(login_id.into()),
+            display_name: Set(format!("{login_id} Person")),
+            display_name_kana: Set(None),
+            email: Set(None),
+            occupation: Set(Occupation::Nurse),
+            role: Set(role),
+            status: Set(AccountStatus::Active),
+            password_hash: Set(Some(entity::user::PasswordHash(hash))),
+            must_change_password: Set(true),
+            password_changed_at: Set(None),
+            pledge_accepted_at: Set(None),
+            pledge_version: Set(None),
+            failed_login_count: Set(0),
+            locked_until: Set(None),
+            suspension_reason: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&self.db)
+        .await
+        .unwrap();
+        let tenant_model = renkei::service::users::tenant_of(&self.db, &user)
+            .await
+            .unwrap();
+        let issuance = certificates::issue(
+            &self.db,
+            &state.master_key,
+            &tenant_model,
+            &user,
+            "test device",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        Person {
+            id: user.id,
+            tenant: tenant.tenant.clone(),
+            tenant_id: tenant.tenant_id,
+            login_id: login_id.into(),
+            password,
+            identity_pem: identity_from_pkcs12(
+                &issuance.pkcs12_der,
+                issuance.pkcs12_password.expose_secret(),
+            ),
+            certificate_id: issuance.certificate.id,
+            fingerprint: issuance.certificate.fingerprint_sha256.clone(),
+        }
+    }
+
+    /// A client presenting `person`'s certificate, not logged in.
+    pub fn client_for(&self, person: &Person) -> TestClient {
+        self.client_with_identity(&person.identity_pem)
+    }
+
+    /// Logs in over TLS with the person's certificate and password; returns the client with its token.
+    pub async fn login(&self, person: &Person) -> TestClient {
+        let client = self.client_for(person);
+        let resp = client
+            .graphql(
+                "mutation($t:String!,$l:String!,$p:String!){ login(tenant:$t, loginId:$l, password:$p){ token } }",
+                json!({ "t": person.tenant, "l": person.login_id, "p": person.password }),
+            )
+            .await;
+        let token = resp.ok()["login"]["token"].as_str().unwrap().to_string();
+        client.with_token(token)
+    }
+
+    /// Logs in, replaces the initial password with a good one and accepts the pledge: a user
+    /// ready for everyday work. Updates `person.password`.
+    pub async fn login_ready(&self, person: &mut Person) -> TestClient {
+        let client = self.login(person).await;
+        let new_password = format!("Renkei-{}-Zq7!", &Uuid::new_v4().simple().to_string()[..8]);
+        client
+            .graphql(
+                "mutation($c:String!,$n:String!){ changePassword(currentPassword:$c, newPassword:$n) }",
+                json!({ "c": person.password, "n": new_password }),
+            )
+            .await
+            .ok();
+        person.password = new_password;
+        client
+            .graphql("mutation { acceptPledge { id } }", json!({}))
+            .await
+            .ok();
+        client
+    }
+}
