@@ -692,7 +692,7 @@ mod tests {
 
     #[test]
     fn environment_overrides_file_which_overrides_defaults() {
-        let file = "listen = \"0.0.0.0:9000\"\nenv = \"production\"\n";
+        let file = "listen = \"0.0.0.0:9000\"\nenv = \"production\"\nmaster_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n";
         let c = Config::from_sources(
             Some((Path::new("renkei.toml"), file)),
             env(&[("RENKEI_LISTEN", "127.0.0.1:9001")]),

@@ -132,7 +132,13 @@ async fn introspection_is_on_in_development_and_off_in_production() {
     assert_eq!(resp.ok()["__schema"]["queryType"]["name"], "Query");
 
     let prod = spawn_app_with(TestOptions {
-        env: vec![("RENKEI_ENV".into(), "production".into())],
+        env: vec![
+            ("RENKEI_ENV".into(), "production".into()),
+            (
+                "RENKEI_MASTER_KEY".into(),
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
+            ),
+        ],
         ..Default::default()
     })
     .await;
