@@ -200,7 +200,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// `RENKEI_MASTER_KEY`, or for the embedded default a key generated once into the data dir.
-fn load_master_key(config: &Config) -> anyhow::Result<MasterKey> {
+pub fn load_master_key(config: &Config) -> anyhow::Result<MasterKey> {
     if let Some(key) = &config.master_key {
         return MasterKey::from_base64(key.expose_secret())
             .map_err(|e| anyhow::anyhow!("RENKEI_MASTER_KEY: {e}"));

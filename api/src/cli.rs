@@ -31,6 +31,70 @@ pub enum Command {
     Schema,
     /// Print every setting with its default and meaning (the README's configuration table).
     Settings,
+    /// Tenants (platform operator): create one with its CA and first CITY_ADMIN.
+    Tenant {
+        #[command(subcommand)]
+        action: TenantAction,
+    },
+    /// Client certificates: renewal lists, expiry marking.
+    Certificates {
+        #[command(subcommand)]
+        action: CertificatesAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantAction {
+    /// Create a tenant, its certificate authority and a first CITY_ADMIN. The admin's password,
+    /// PKCS#12 bundle and its password are written once to `--out` (mode 0600), never printed.
+    Create {
+        /// Short lowercase name used in URLs and certificates, e.g. `kita`.
+        #[arg(long)]
+        slug: String,
+        /// The municipality's name, e.g. 北区.
+        #[arg(long)]
+        name: String,
+        /// Login ID of the first CITY_ADMIN.
+        #[arg(long)]
+        admin: String,
+        /// Display name of the first CITY_ADMIN.
+        #[arg(long, default_value = "管理者")]
+        admin_name: String,
+        /// Folder for credentials.json, the PKCS#12 bundle and ca.pem (default: <data_dir>/tenants/<slug>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertificatesAction {
+    /// List ACTIVE certificates that expire within the period, soonest first (to renew them).
+    Expiring {
+        #[arg(long)]
+        tenant: String,
+        /// Period such as `30d`, `12h` or `90m`.
+        #[arg(long, default_value = "30d", value_parser = parse_period)]
+        within: std::time::Duration,
+    },
+    /// Mark certificates past their end date EXPIRED now (the server also does this daily).
+    MarkExpired,
+}
+
+/// `30d`, `12h`, `90m`, `45s`.
+pub fn parse_period(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a period like 30d, 12h or 90m"))?;
+    let secs = match unit {
+        "d" => n * 86_400,
+        "h" => n * 3_600,
+        "m" => n * 60,
+        "s" | "" => n,
+        _ => return Err(format!("'{s}': unit must be d, h, m or s")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 #[derive(Subcommand, Debug)]

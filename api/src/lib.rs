@@ -11,6 +11,7 @@ pub mod error;
 pub mod fsutil;
 pub mod graphql;
 pub mod http;
+pub mod ops;
 pub mod redis_store;
 pub mod service;
 pub mod state;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use migration::MigratorTrait as _;
-use renkei::cli::{Cli, Command, MigrateAction};
+use renkei::cli::{CertificatesAction, Cli, Command, MigrateAction, TenantAction};
 use renkei::config::Config;
 
 fn main() -> ExitCode {
@@ -71,6 +71,51 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     }
                 }
             }
+            Ok(())
+        }
+        Command::Tenant {
+            action:
+                TenantAction::Create {
+                    slug,
+                    name,
+                    admin,
+                    admin_name,
+                    out,
+                },
+        } => {
+            let ops = renkei::ops::Ops::open(config).await?;
+            let out = out.unwrap_or_else(|| ops.config.data_dir.join("tenants").join(&slug));
+            let path = ops
+                .create_tenant(&slug, &name, &admin, &admin_name, &out)
+                .await?;
+            println!("created tenant {slug} with CITY_ADMIN {admin}");
+            println!("credentials (shown nowhere else): {}", path.display());
+            Ok(())
+        }
+        Command::Certificates {
+            action: CertificatesAction::Expiring { tenant, within },
+        } => {
+            let ops = renkei::ops::Ops::open(config).await?;
+            let rows = ops.expiring(&tenant, within).await?;
+            println!(
+                "{:<24} {:<34} {:<20} {}",
+                "login id", "serial", "device", "not after"
+            );
+            for row in &rows {
+                println!(
+                    "{:<24} {:<34} {:<20} {}",
+                    row.login_id, row.serial, row.device, row.not_after
+                );
+            }
+            eprintln!("{} certificate(s) to renew", rows.len());
+            Ok(())
+        }
+        Command::Certificates {
+            action: CertificatesAction::MarkExpired,
+        } => {
+            let ops = renkei::ops::Ops::open(config).await?;
+            let n = ops.mark_expired().await?;
+            println!("marked {n} certificate(s) EXPIRED");
             Ok(())
         }
         Command::Schema | Command::Settings => Ok(()),

@@ -237,3 +237,80 @@ async fn serve_on_a_fresh_directory_creates_data_and_answers_within_two_seconds(
         "SIGTERM should end serve cleanly: {status:?}"
     );
 }
+
+#[test]
+fn tenant_create_writes_private_credentials_and_expiring_lists_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        renkei()
+            .current_dir(dir.path())
+            .args(args)
+            .env("RENKEI_LOG", "off")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "tenant",
+        "create",
+        "--slug",
+        "kita",
+        "--name",
+        "北区",
+        "--admin",
+        "kita-admin",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let creds_path = dir.path().join("data/tenants/kita/credentials.json");
+    let creds: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&creds_path).unwrap()).unwrap();
+    let password = creds["password"].as_str().unwrap();
+    assert_eq!(password.chars().count(), 16);
+    assert!(
+        !stdout.contains(password),
+        "the password must not be printed"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&creds_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(creds["loginId"], "kita-admin");
+
+    // The same slug again is refused.
+    let again = run(&[
+        "tenant", "create", "--slug", "kita", "--name", "x", "--admin", "other",
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    // A bad slug names the field.
+    let bad = run(&[
+        "tenant", "create", "--slug", "Kita!", "--name", "x", "--admin", "adm",
+    ]);
+    assert!(!bad.status.success());
+
+    // Default validity is two years: nothing within 30 days, the admin's within 800.
+    let soon = run(&[
+        "certificates",
+        "expiring",
+        "--tenant",
+        "kita",
+        "--within",
+        "30d",
+    ]);
+    assert!(soon.status.success());
+    assert!(!String::from_utf8_lossy(&soon.stdout).contains("kita-admin"));
+    let later = run(&[
+        "certificates",
+        "expiring",
+        "--tenant",
+        "kita",
+        "--within",
+        "800d",
+    ]);
+    assert!(String::from_utf8_lossy(&later.stdout).contains("kita-admin"));
+    let unknown = run(&["certificates", "expiring", "--tenant", "nowhere"]);
+    assert!(!unknown.status.success());
+}

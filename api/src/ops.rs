@@ -1,0 +1,114 @@
+//! Operator commands (`renkei tenant …`, `renkei certificates …`): the same services the API
+//! uses, run against the configured database without starting a server.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::auth::password::PasswordHasher;
+use crate::auth::pki::MasterKey;
+use crate::config::Config;
+use crate::service::{certificates, tenants};
+
+pub struct Ops {
+    pub config: Arc<Config>,
+    pub db: sea_orm::DatabaseConnection,
+    master_key: MasterKey,
+}
+
+pub struct ExpiringRow {
+    pub login_id: String,
+    pub serial: String,
+    pub device: String,
+    pub not_after: String,
+}
+
+impl Ops {
+    /// Connects and migrates; the master key must be the servers' (config or data dir).
+    pub async fn open(config: Config) -> anyhow::Result<Ops> {
+        let db = crate::db::connect(&config).await?;
+        crate::db::migrate_up(&db).await?;
+        let master_key = crate::app::load_master_key(&config)?;
+        Ok(Ops {
+            config: Arc::new(config),
+            db,
+            master_key,
+        })
+    }
+
+    pub async fn create_tenant(
+        &self,
+        slug: &str,
+        name: &str,
+        admin: &str,
+        admin_name: &str,
+        out: &Path,
+    ) -> anyhow::Result<PathBuf> {
+        let hasher = PasswordHasher::new(1);
+        let created = tenants::create_tenant(
+            &self.db,
+            &self.master_key,
+            &hasher,
+            tenants::NewTenant {
+                slug: slug.into(),
+                name: name.into(),
+                admin_login_id: admin.into(),
+                admin_display_name: admin_name.into(),
+                time_zone: self.config.default_time_zone,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+        // Running servers pick the new CA up on their next trust refresh (or at once via Redis).
+        if let Ok(Some(redis)) = crate::redis_store::RedisHandle::connect(&self.config).await {
+            redis
+                .publish(crate::state::TRUST_CHANNEL, "reload")
+                .await
+                .ok();
+        }
+        tenants::write_credentials(out, &created)
+    }
+
+    pub async fn expiring(
+        &self,
+        tenant: &str,
+        within: std::time::Duration,
+    ) -> anyhow::Result<Vec<ExpiringRow>> {
+        let t = tenants::by_slug(&self.db, tenant)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?
+            .with_context(|| format!("no tenant '{tenant}'"))?;
+        let tz: chrono_tz::Tz = t.time_zone.parse().unwrap_or(chrono_tz::Asia::Tokyo);
+        let until = crate::service::now()
+            + chrono::Duration::from_std(within).context("period too long")?;
+        let rows = certificates::expiring(&self.db, t.id, until)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+        Ok(rows
+            .into_iter()
+            .map(|(c, u)| ExpiringRow {
+                login_id: u.map(|u| u.login_id).unwrap_or_default(),
+                serial: c.serial_hex,
+                device: c.device_label,
+                not_after: c.not_after.with_timezone(&tz).to_rfc3339(),
+            })
+            .collect())
+    }
+
+    pub async fn mark_expired(&self) -> anyhow::Result<u64> {
+        certificates::mark_expired(&self.db)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+    }
+}
+
+/// Operator-facing text for a service error: the message, and for internal errors the cause.
+fn describe(e: &crate::error::AppError) -> String {
+    match e {
+        crate::error::AppError::Internal(cause) | crate::error::AppError::Unavailable(cause) => {
+            format!("{cause:#}")
+        }
+        other => other.message(),
+    }
+}
