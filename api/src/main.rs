@@ -98,8 +98,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let ops = renkei::ops::Ops::open(config).await?;
             let rows = ops.expiring(&tenant, within).await?;
             println!(
-                "{:<24} {:<34} {:<20} {}",
-                "login id", "serial", "device", "not after"
+                "{:<24} {:<34} {:<20} not after",
+                "login id", "serial", "device"
             );
             for row in &rows {
                 println!(
