@@ -65,3 +65,45 @@ async fn password_alone_never_logs_in() {
         .await;
     resp.expect_code("CERTIFICATE_REQUIRED");
 }
+
+#[tokio::test]
+async fn expired_certificates_are_marked_and_cannot_log_in() {
+    use sea_orm::{ActiveModelTrait as _, EntityTrait as _, Set};
+    let app = spawn_app().await;
+    let mut admin = app.create_tenant("kita").await;
+    let admin_client = app.login_ready(&mut admin).await;
+    let facility = app.create_facility(admin.tenant_id, "Clinic").await;
+    let nurse = app
+        .create_user(&admin, "nurse1", entity::kinds::Role::Staff, Some(facility))
+        .await;
+    // The record says it ended yesterday (the X.509 itself is still valid, so TLS accepts it):
+    // the application must refuse it on its own.
+    let cert = entity::certificate::Entity::find_by_id(nurse.certificate_id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut active: entity::certificate::ActiveModel = cert.into();
+    active.not_after = Set(chrono::Utc::now() - chrono::Duration::days(1));
+    active.update(&app.db).await.unwrap();
+
+    let marked = renkei::service::certificates::mark_expired(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(marked, 1);
+    let listed = admin_client
+        .graphql(
+            "query($id:ID!){ user(id:$id){ certificates { id status } } }",
+            json!({ "id": nurse.id.to_string() }),
+        )
+        .await;
+    assert_eq!(listed.ok()["user"]["certificates"][0]["status"], "EXPIRED");
+    let resp = app
+        .client_for(&nurse)
+        .graphql(
+            LOGIN,
+            json!({ "t": "kita", "l": nurse.login_id, "p": nurse.password }),
+        )
+        .await;
+    resp.expect_code("CERTIFICATE_REQUIRED");
+}
