@@ -146,7 +146,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "password_hash_concurrency",
         default: "0",
-        doc: "Argon2id hashes running at once on the blocking pool; 0 = number of CPUs. Bounds what a login storm can take from other requests.",
+        doc: "Argon2id hashes running at once on the blocking pool; 0 = half the CPUs (at least 1). Bounds what a login storm can take from other requests.",
     },
     Setting {
         key: "certificate_check_interval_seconds",
