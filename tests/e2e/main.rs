@@ -1,9 +1,11 @@
 //! End-to-end suite: each test spawns a real server over TLS (see `renkei_tests::spawn_app`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
 mod graphql_http;
 mod health;
 mod login;
+mod multi_instance;
 mod schema_file;
 mod shutdown;
 mod websocket;

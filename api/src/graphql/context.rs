@@ -108,7 +108,14 @@ async fn resolve(state: &AppState, request: &RequestContext) -> AppResult<Caller
     let user = crate::service::users::by_id(&state.db, record.user_id)
         .await?
         .ok_or(AppError::Unauthenticated)?;
-    if user.status == AccountStatus::Suspended {
+    // Suspending a facility suspends its people, also mid-session.
+    let facility_suspended = match user.facility_id {
+        Some(id) => crate::service::users::facility(&state.db, id)
+            .await?
+            .is_some_and(|f| f.status == AccountStatus::Suspended),
+        None => false,
+    };
+    if user.status == AccountStatus::Suspended || facility_suspended {
         state
             .sessions
             .revoke(&session_hash)
