@@ -135,7 +135,7 @@ async fn graphql_post(
 
 /// GraphQL-over-HTTP: `application/graphql-response+json` when asked for (with 400 when the
 /// request itself was invalid and nothing executed), else `application/json` and always 200.
-fn graphql_response(headers: &HeaderMap, response: async_graphql::Response) -> Response {
+fn graphql_response(headers: &HeaderMap, mut response: async_graphql::Response) -> Response {
     let modern = accepts(headers, GRAPHQL_RESPONSE_JSON);
     // Parse and validation errors have no path; execution errors always do.
     let request_error = response.data == async_graphql::Value::Null
@@ -146,7 +146,8 @@ fn graphql_response(headers: &HeaderMap, response: async_graphql::Response) -> R
     } else {
         StatusCode::OK
     };
-    let mut http_headers = response.http_headers.clone();
+    // Headers set by resolvers (Set-Cookie) are not part of the JSON body.
+    let http_headers = std::mem::take(&mut response.http_headers);
     let body = match serde_json::to_vec(&response) {
         Ok(body) => body,
         Err(e) => {
@@ -161,7 +162,7 @@ fn graphql_response(headers: &HeaderMap, response: async_graphql::Response) -> R
     };
     let mut out = Response::new(Body::from(body));
     *out.status_mut() = status;
-    out.headers_mut().extend(http_headers.drain());
+    out.headers_mut().extend(http_headers);
     out.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     out.headers_mut()

@@ -20,14 +20,16 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
+use crate::auth::trust::PeerCertificate;
 use crate::config::Config;
 
 /// What the TLS handshake established, inserted into every request of the connection.
 #[derive(Clone, Debug)]
 pub struct ConnectionInfo {
     pub remote_addr: SocketAddr,
-    /// The client certificate chain, leaf first, when the client presented one that verified.
-    pub peer_certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// The client certificate, when the client presented one that verified: parsed and
+    /// fingerprinted once per connection, not per request.
+    pub peer: Option<PeerCertificate>,
 }
 
 /// The server's certificate and key, loaded once at start.
@@ -144,16 +146,13 @@ pub async fn serve(
                     return;
                 }
             };
-            let peer_certificates = stream
+            let peer = stream
                 .get_ref()
                 .1
                 .peer_certificates()
-                .filter(|chain| !chain.is_empty())
-                .map(|chain| Arc::new(chain.iter().map(|c| c.clone().into_owned()).collect()));
-            let info = ConnectionInfo {
-                remote_addr,
-                peer_certificates,
-            };
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| PeerCertificate::from_der(leaf.clone().into_owned()));
+            let info = ConnectionInfo { remote_addr, peer };
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(info.clone());
                 router.clone().oneshot(req)

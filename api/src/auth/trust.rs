@@ -178,12 +178,7 @@ pub fn client_identity(
             .and_then(PeerCertificate::from_der);
         return (cert, ip);
     }
-    let cert = conn
-        .peer_certificates
-        .as_ref()
-        .and_then(|chain| chain.first().cloned())
-        .and_then(PeerCertificate::from_der);
-    (cert, remote)
+    (conn.peer.clone(), remote)
 }
 
 /// The client address a trusted proxy reports: the last hop of `X-Forwarded-For`, which is the
