@@ -21,7 +21,7 @@ use serde_json::json;
 /// Concurrent logins in the storm.
 const STORM_USERS: usize = 20;
 /// Sequential `me` requests per measurement.
-const ME_REQUESTS: usize = 400;
+const ME_REQUESTS: usize = 2000;
 /// Unmeasured `me` requests before the baseline.
 const ME_WARMUP: usize = 20;
 /// The storm lasts at least this long (and until the `me` measurement under it is done).

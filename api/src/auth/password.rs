@@ -9,9 +9,10 @@
 //! non-ASCII character (kana, kanji, accented letters). Those widen the search space the way a
 //! symbol does, and a fixed four-way split keeps the rule explainable on the password form.
 //!
-//! Hashing runs on tokio's blocking pool behind a semaphore: Argon2id is deliberately slow and
-//! memory-hard, so an unbounded burst of logins would otherwise take every blocking thread and
-//! tens of MiB each.
+//! Hashing runs on a small pool of its own threads behind a semaphore: Argon2id is deliberately
+//! slow and memory-hard, so an unbounded burst of logins would otherwise take every blocking
+//! thread and tens of MiB each. The pool's threads run at the lowest CPU priority (Linux
+//! `SCHED_IDLE`), so a login storm only uses the CPU that serving logged-in users leaves free.
 
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
@@ -231,6 +232,7 @@ pub struct PasswordHasher {
 
 struct Inner {
     permits: Arc<Semaphore>,
+    pool: HashPool,
     dummy_hash: OnceCell<String>,
     #[cfg(test)]
     probe: tests::Probe,
@@ -261,6 +263,7 @@ impl PasswordHasher {
         Self {
             inner: Arc::new(Inner {
                 permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+                pool: HashPool::new(max_concurrent.max(1)),
                 dummy_hash: OnceCell::new(),
                 #[cfg(test)]
                 probe: tests::Probe::default(),
@@ -326,9 +329,9 @@ impl PasswordHasher {
         Ok(false)
     }
 
-    /// Runs `work` on the blocking pool once a permit is free. The permit moves into the blocking
-    /// task, so it is released when the work ends, not when the caller stops waiting: a client
-    /// that disconnects mid-login must not free a slot while its hash still burns a CPU.
+    /// Runs `work` on the hashing pool once a permit is free. The permit moves into the job, so
+    /// it is released when the work ends, not when the caller stops waiting: a client that
+    /// disconnects mid-login must not free a slot while its hash still burns a CPU.
     async fn run_blocking<T, F>(&self, work: F) -> Result<T, PasswordError>
     where
         F: FnOnce() -> Result<T, PasswordError> + Send + 'static,
@@ -340,20 +343,86 @@ impl PasswordHasher {
             .map_err(|_| PasswordError::Internal("password semaphore closed".to_owned()))?;
         #[cfg(test)]
         let inner = Arc::clone(&self.inner);
-        let task = tokio::task::spawn_blocking(move || {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.inner.pool.submit(Box::new(move || {
             let _permit = permit;
             #[cfg(test)]
             let _in_flight = inner.probe.enter();
-            work()
-        });
-        match task.await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => {
-                Err(PasswordError::Internal("password task panicked".to_owned()))
+            // The caller may have gone away; the work is done either way.
+            let _ = reply.send(work());
+        }))?;
+        // A dropped reply means the job panicked (the pool catches it and keeps its thread).
+        result
+            .await
+            .map_err(|_| PasswordError::Internal("password task panicked".to_owned()))?
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// A fixed set of low-priority threads that run hashing jobs. Exactly as many threads as
+/// semaphore permits, so a job never waits in the queue for long. The threads end when the
+/// hasher is dropped (the queue's sender goes with it).
+struct HashPool {
+    queue: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+impl HashPool {
+    fn new(threads: usize) -> Self {
+        let (sender, receiver) = std::sync::mpsc::channel::<Job>();
+        let receiver = Arc::new(std::sync::Mutex::new(receiver));
+        for index in 0..threads {
+            let receiver = Arc::clone(&receiver);
+            let spawned = std::thread::Builder::new()
+                .name(format!("renkei-argon2-{index}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        // Hold the lock only to take the next job, never while running it.
+                        let job = match receiver.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a password hashing thread");
             }
-            Err(_) => Err(PasswordError::Internal(
-                "password task was cancelled".to_owned(),
-            )),
+        }
+        Self {
+            queue: std::sync::Mutex::new(sender),
+        }
+    }
+
+    fn submit(&self, job: Job) -> Result<(), PasswordError> {
+        let queue = self
+            .queue
+            .lock()
+            .map_err(|_| PasswordError::Internal("password queue poisoned".to_owned()))?;
+        queue
+            .send(job)
+            .map_err(|_| PasswordError::Internal("no password hashing thread".to_owned()))
+    }
+}
+
+/// Moves the current thread to `SCHED_IDLE`: it runs only when no normal-priority thread of
+/// the machine wants the CPU. Any unprivileged thread may lower itself; where the OS refuses,
+/// hashing still works at normal priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        if let Err(e) = set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        ) {
+            tracing::warn!(error = ?e, "password hashing runs at normal CPU priority");
         }
     }
 }
@@ -564,6 +633,29 @@ mod tests {
             "the password must be at least 8 characters long"
         );
         assert!(PasswordError::TooLong.to_string().contains("128"));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_runs_at_idle_priority_and_survives_a_panicking_job() {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, thread_schedule_policy,
+        };
+        let hasher = PasswordHasher::new(1);
+        let policy = hasher
+            .run_blocking(|| Ok(thread_schedule_policy().ok()))
+            .await
+            .unwrap();
+        assert_eq!(
+            policy,
+            Some(ThreadSchedulePolicy::Normal(
+                NormalThreadSchedulePolicy::Idle
+            ))
+        );
+        let panicked: Result<(), _> = hasher.run_blocking(|| panic!("boom")).await;
+        assert!(matches!(panicked, Err(PasswordError::Internal(_))));
+        // The single thread caught the panic and still serves jobs.
+        assert_eq!(hasher.run_blocking(|| Ok(7)).await.unwrap(), 7);
     }
 
     #[tokio::test]
