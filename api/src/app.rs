@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::graphql;
 use crate::http::{self, HttpState};
 use crate::redis_store::RedisHandle;
+use crate::service::audit::AuditLog;
 use crate::state::{AppState, TRUST_CHANNEL};
 
 /// A server that has bound its port and is ready to accept connections.
@@ -29,6 +30,7 @@ pub struct App {
     state: AppState,
     router: axum::Router,
     background: Vec<JoinHandle<()>>,
+    audit_writer: JoinHandle<()>,
 }
 
 impl App {
@@ -74,7 +76,9 @@ impl App {
             .with_context(|| format!("binding {}", config.listen))?;
         let local_addr = listener.local_addr().context("reading the bound address")?;
 
+        let (audit, audit_writer) = AuditLog::start(db.clone(), config.audit_buffer_events);
         let state = AppState {
+            audit,
             config: Arc::new(config),
             db,
             redis,
@@ -111,6 +115,7 @@ impl App {
             state,
             router,
             background,
+            audit_writer,
         })
     }
 
@@ -129,6 +134,11 @@ impl App {
         tls::serve(self.listener, self.tls, self.router, shutdown, grace).await;
         for task in self.background {
             task.abort();
+        }
+        // Requests are drained: write every buffered read event before the database goes.
+        self.state.audit.close().await;
+        if let Err(e) = self.audit_writer.await {
+            tracing::error!(error = %e, "audit writer ended abnormally");
         }
         self.state.db.clone().close().await.ok();
     }
@@ -182,6 +192,21 @@ fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
         loop {
             tick.tick().await;
             sessions.sweep();
+        }
+    }));
+    let s = state.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(s.config.session_expiry_check);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Logins older than this have ended for sure; a day more covers time the server was down.
+        let window = s.config.session_absolute + std::time::Duration::from_secs(86_400);
+        loop {
+            tick.tick().await;
+            match crate::service::audit::record_session_expiries(&s.db, &s.sessions, window).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(expired = n, "recorded session expiries"),
+                Err(e) => tracing::warn!(error = ?e, "recording session expiries failed"),
+            }
         }
     }));
     tasks

@@ -41,6 +41,45 @@ pub enum Command {
         #[command(subcommand)]
         action: CertificatesAction,
     },
+    /// The audit trail: export, purge past retention, verify.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditAction {
+    /// Write a tenant's audit events, oldest first, as JSON lines or CSV.
+    Export {
+        #[arg(long)]
+        tenant: String,
+        /// From this date (YYYY-MM-DD, midnight in the tenant's time zone) or RFC 3339 time, inclusive.
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to this date or time, exclusive.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: crate::ops_audit::ExportFormat,
+        /// Write here (mode 0600) instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Remove events older than a date past the retention period (audit_retention_days),
+    /// leaving a checkpoint signed with the tenant CA key so the rest still verifies.
+    Purge {
+        #[arg(long)]
+        tenant: String,
+        /// YYYY-MM-DD (midnight in the tenant's time zone) or RFC 3339 time.
+        #[arg(long)]
+        before: String,
+    },
+    /// Recompute a tenant's hash chain; exit status 1 when it is broken.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -154,6 +154,21 @@ pub const SETTINGS: &[Setting] = &[
         doc: "How often expired client certificates are marked EXPIRED (daily).",
     },
     Setting {
+        key: "audit_retention_days",
+        default: "1827",
+        doc: "How long audit events are kept (5 years): `renkei audit purge` refuses to remove younger ones. 0 allows purging up to now (tests only).",
+    },
+    Setting {
+        key: "audit_buffer_events",
+        default: "10000",
+        doc: "Read events waiting to be written in batches; when full, requests wait (back-pressure), none is dropped.",
+    },
+    Setting {
+        key: "session_expiry_check_seconds",
+        default: "60",
+        doc: "How often ended sessions that expired (idle or absolute timeout) are recorded as `session.expire` audit events.",
+    },
+    Setting {
         key: "trust_refresh_seconds",
         default: "10",
         doc: "How often each instance re-reads tenant CAs and CRLs as a safety net (changes also arrive at once via Redis pub/sub).",
@@ -268,6 +283,9 @@ pub struct Config {
     pub login_ip_window: Duration,
     pub password_hash_concurrency: usize,
     pub certificate_check_interval: Duration,
+    pub audit_retention_days: u32,
+    pub audit_buffer_events: usize,
+    pub session_expiry_check: Duration,
     pub trust_refresh: Duration,
     pub bootstrap: bool,
 }
@@ -629,6 +647,9 @@ impl Config {
             login_ip_window: secs("login_ip_window_seconds")?,
             password_hash_concurrency: raw.parse("password_hash_concurrency", "a whole number")?,
             certificate_check_interval: secs("certificate_check_interval_seconds")?,
+            audit_retention_days: raw.parse("audit_retention_days", "a whole number of days")?,
+            audit_buffer_events: raw.positive("audit_buffer_events", "a positive whole number")?,
+            session_expiry_check: secs("session_expiry_check_seconds")?,
             trust_refresh: secs("trust_refresh_seconds")?,
             bootstrap,
             env,

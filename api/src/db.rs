@@ -2,7 +2,10 @@
 
 use anyhow::Context as _;
 use migration::{Migrator, MigratorTrait as _};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait as _,
+};
 
 use crate::config::Config;
 
@@ -55,6 +58,17 @@ pub async fn migrate_up(db: &DatabaseConnection) -> anyhow::Result<usize> {
         .await
         .context("applying migrations")?;
     Ok(pending.len())
+}
+
+/// Opens a transaction that will write. On SQLite it takes the write lock at once (BEGIN
+/// IMMEDIATE): a deferred transaction that reads first could not upgrade to a writer if another
+/// connection wrote meanwhile, and would fail instead of waiting. PostgreSQL ignores the mode.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
 }
 
 pub fn one_line(s: &str) -> String {

@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod graphql;
 pub mod http;
 pub mod ops;
+pub mod ops_audit;
 pub mod redis_store;
 pub mod service;
 pub mod state;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use migration::MigratorTrait as _;
-use renkei::cli::{CertificatesAction, Cli, Command, MigrateAction, TenantAction};
+use renkei::cli::{AuditAction, CertificatesAction, Cli, Command, MigrateAction, TenantAction};
 use renkei::config::Config;
 
 fn main() -> ExitCode {
@@ -42,7 +42,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("renkei: {}", renkei::db::one_line(&format!("{e:#}")));
-            ExitCode::FAILURE
+            if e.downcast_ref::<renkei::ops_audit::UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -118,6 +122,62 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("marked {n} certificate(s) EXPIRED");
             Ok(())
         }
+        Command::Audit { action } => audit(action, config).await,
         Command::Schema | Command::Settings => Ok(()),
+    }
+}
+
+async fn audit(action: AuditAction, config: Config) -> anyhow::Result<()> {
+    let ops = renkei::ops::Ops::open(config).await?;
+    match action {
+        AuditAction::Export {
+            tenant,
+            from,
+            to,
+            format,
+            output,
+        } => {
+            let count = match &output {
+                Some(path) => {
+                    let mut file = std::io::BufWriter::new(renkei::fsutil::create_private(path)?);
+                    ops.audit_export(&tenant, from.as_deref(), to.as_deref(), format, &mut file)
+                        .await?
+                }
+                None => {
+                    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+                    ops.audit_export(&tenant, from.as_deref(), to.as_deref(), format, &mut stdout)
+                        .await?
+                }
+            };
+            eprintln!("exported {count} event(s)");
+            Ok(())
+        }
+        AuditAction::Purge { tenant, before } => {
+            let purged = ops.audit_purge(&tenant, &before).await?;
+            match purged.checkpoint_seq {
+                Some(seq) => println!(
+                    "removed {} event(s); the chain of {tenant} now starts after seq {seq} (signed checkpoint)",
+                    purged.removed
+                ),
+                None => println!("removed 0 event(s): none older than {before}"),
+            }
+            Ok(())
+        }
+        AuditAction::Verify { tenant } => {
+            let report = ops.audit_verify(&tenant).await?;
+            if report.intact {
+                println!("intact: {} event(s) verified", report.verified_events);
+                Ok(())
+            } else {
+                let event = report
+                    .first_broken
+                    .map_or_else(|| "-".to_owned(), |id| id.to_string());
+                anyhow::bail!(
+                    "audit chain of {tenant} is BROKEN after {} verified event(s): first broken event {event}: {}",
+                    report.verified_events,
+                    report.problem.unwrap_or_default()
+                )
+            }
+        }
     }
 }

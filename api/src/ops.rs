@@ -96,6 +96,10 @@ impl Ops {
             .collect())
     }
 
+    pub(crate) fn master_key(&self) -> &MasterKey {
+        &self.master_key
+    }
+
     pub async fn mark_expired(&self) -> anyhow::Result<u64> {
         certificates::mark_expired(&self.db)
             .await
@@ -104,7 +108,7 @@ impl Ops {
 }
 
 /// Operator-facing text for a service error: the message, and for internal errors the cause.
-fn describe(e: &crate::error::AppError) -> String {
+pub(crate) fn describe(e: &crate::error::AppError) -> String {
     match e {
         crate::error::AppError::Internal(cause) | crate::error::AppError::Unavailable(cause) => {
             format!("{cause:#}")

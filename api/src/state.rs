@@ -12,6 +12,7 @@ use crate::auth::session::SessionStore;
 use crate::auth::trust::TrustStore;
 use crate::config::Config;
 use crate::redis_store::RedisHandle;
+use crate::service::audit::AuditLog;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -23,6 +24,8 @@ pub struct AppState {
     pub sessions: SessionStore,
     pub limiter: RateLimiter,
     pub trust: TrustStore,
+    /// Read events (buffered); change events go through `service::audit::record`.
+    pub audit: AuditLog,
 }
 
 /// Channel on which instances tell each other that tenant CAs or CRLs changed.

@@ -87,3 +87,21 @@ pub enum CertificateStatus {
     Revoked,
     Expired,
 }
+
+/// How an audited operation ended.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
+#[sea_orm(
+    rs_type = "String",
+    db_type = "String(StringLen::N(16))",
+    rename_all = "SCREAMING_SNAKE_CASE"
+)]
+pub enum AuditOutcome {
+    /// Done as asked.
+    Allowed,
+    /// Refused by authorization (the caller may not do this).
+    Denied,
+    /// Tried and failed (wrong password, invalid input on a security operation).
+    Failed,
+}

@@ -1,5 +1,8 @@
 //! SeaORM entities: the tables, nothing else. GraphQL types and business rules live in `api`.
 
+pub mod audit_chain_head;
+pub mod audit_checkpoint;
+pub mod audit_event;
 pub mod certificate;
 pub mod facility;
 pub mod kinds;

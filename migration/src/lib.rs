@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_tenants_facilities_users;
 mod m20261124_000002_pki_and_passwords;
+mod m20261124_000003_audit;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_tenants_facilities_users::Migration),
             Box::new(m20261124_000002_pki_and_passwords::Migration),
+            Box::new(m20261124_000003_audit::Migration),
         ]
     }
 }

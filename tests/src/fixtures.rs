@@ -159,7 +159,8 @@ impl TestApp {
             &user,
             "test device",
             None,
-            None,
+            // Made by the test, not by anyone's request: recorded with no actor.
+            &renkei::service::audit::Origin::default(),
         )
         .await
         .unwrap();

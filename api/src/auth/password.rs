@@ -345,16 +345,22 @@ impl PasswordHasher {
         let inner = Arc::clone(&self.inner);
         let (reply, result) = tokio::sync::oneshot::channel();
         self.inner.pool.submit(Box::new(move || {
-            let _permit = permit;
-            #[cfg(test)]
-            let _in_flight = inner.probe.enter();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                #[cfg(test)]
+                let _in_flight = inner.probe.enter();
+                work()
+            }));
+            // The slot is free before the caller hears back, panic or not.
+            drop(permit);
+            let outcome = outcome.unwrap_or_else(|_| {
+                Err(PasswordError::Internal("password task panicked".to_owned()))
+            });
             // The caller may have gone away; the work is done either way.
-            let _ = reply.send(work());
+            let _ = reply.send(outcome);
         }))?;
-        // A dropped reply means the job panicked (the pool catches it and keeps its thread).
         result
             .await
-            .map_err(|_| PasswordError::Internal("password task panicked".to_owned()))?
+            .map_err(|_| PasswordError::Internal("password task was dropped".to_owned()))?
     }
 }
 

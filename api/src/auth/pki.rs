@@ -152,6 +152,15 @@ impl CaMaterial {
         fingerprint_sha256(&self.cert_der)
     }
 
+    /// Signs `message` with the CA key (ECDSA P-256, SHA-256, ASN.1 DER signature): used for
+    /// records that must be provably the city's own, such as audit checkpoints.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, PkiError> {
+        use rcgen::SigningKey as _;
+        let key =
+            KeyPair::from_pem(self.key_pem.expose_secret()).map_err(|_| PkiError::InvalidKey)?;
+        key.sign(message).map_err(|_| PkiError::InvalidKey)
+    }
+
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
         let key =
             KeyPair::from_pem(self.key_pem.expose_secret()).map_err(|_| PkiError::InvalidKey)?;
@@ -160,6 +169,17 @@ impl CaMaterial {
             key,
         )?)
     }
+}
+
+/// Checks a signature made by [`CaMaterial::sign`] against the CA certificate alone (no key).
+pub fn verify_ca_signature(ca_cert_der: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    let Ok(cert) = parse_certificate(ca_cert_der) else {
+        return false;
+    };
+    let public_key = cert.public_key().subject_public_key.data.as_ref();
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, public_key)
+        .verify(message, signature)
+        .is_ok()
 }
 
 /// Creates a tenant CA: ECDSA P-256, ten years, CA:TRUE with pathlen 0 (it signs only

@@ -274,6 +274,42 @@ impl SessionStore {
         Ok(sessions)
     }
 
+    /// Which of these sessions are still live, without sliding their idle timers (for the
+    /// audit sweep that records expiries).
+    pub async fn alive(&self, token_hashes: &[String]) -> Result<Vec<bool>, StoreError> {
+        let now = now();
+        match &self.backend {
+            Backend::Memory(state) => {
+                let state = lock(state);
+                Ok(token_hashes
+                    .iter()
+                    .map(|h| {
+                        state
+                            .sessions
+                            .get(h)
+                            .is_some_and(|r| is_live(r, self.limits.idle, now))
+                    })
+                    .collect())
+            }
+            Backend::Redis(handle) => {
+                if token_hashes.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // Keys expire with the session (their TTL is the nearer of both timeouts).
+                let mut pipe = redis::pipe();
+                for hash in token_hashes {
+                    pipe.cmd("EXISTS").arg(session_key(handle, hash));
+                }
+                let mut conn = handle.connection();
+                let found: Vec<i64> = pipe
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable("redis: check sessions"))?;
+                Ok(found.into_iter().map(|n| n > 0).collect())
+            }
+        }
+    }
+
     /// Drops expired sessions from the in-process store and returns how many went. Redis
     /// expires its keys by itself, so there this does nothing and returns 0.
     pub fn sweep(&self) -> usize {

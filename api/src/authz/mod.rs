@@ -73,3 +73,18 @@ pub fn can_see_user(caller: &user::Model, target: &user::Model) -> bool {
         || caller.role == Role::CityAdmin
         || (caller.facility_id.is_some() && caller.facility_id == target.facility_id)
 }
+
+/// The caller may review the audit trail of its tenant (CITY_ADMIN only, MHLW 6.0 §17 review).
+#[derive(Debug, Clone, Copy)]
+pub struct AuditReader {
+    pub tenant_id: uuid::Uuid,
+}
+
+pub fn audit_reader(caller: &user::Model) -> AppResult<AuditReader> {
+    match caller.role {
+        Role::CityAdmin => Ok(AuditReader {
+            tenant_id: caller.tenant_id,
+        }),
+        Role::FacilityAdmin | Role::Staff | Role::PlatformOperator => Err(AppError::Forbidden),
+    }
+}

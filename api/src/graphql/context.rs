@@ -6,11 +6,12 @@ use std::net::IpAddr;
 use async_graphql::Context;
 use secrecy::{ExposeSecret as _, SecretString};
 
-use entity::kinds::AccountStatus;
+use entity::kinds::{AccountStatus, AuditOutcome};
 use entity::{tenant, user};
 
 use crate::auth::trust::PeerCertificate;
 use crate::error::{AppError, AppResult};
+use crate::service::audit::{self, Event, Origin};
 use crate::state::AppState;
 
 /// Per-request facts, put into the GraphQL request data by the HTTP and WebSocket handlers.
@@ -36,6 +37,11 @@ impl RequestContext {
             caller: tokio::sync::OnceCell::new(),
         }
     }
+
+    /// The caller, if a resolver of this request has already authenticated it.
+    pub fn resolved_caller(&self) -> Option<&Caller> {
+        self.caller.get()
+    }
 }
 
 /// The logged-in user behind a request.
@@ -49,6 +55,16 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Who the audit log says did it: this user, over this session and certificate, from `ip`.
+    pub fn origin(&self, request: &RequestContext) -> Origin {
+        Origin {
+            actor_id: Some(self.user.id),
+            session_hash: Some(self.session_hash.clone()),
+            ip: Some(request.client_ip.to_string()),
+            certificate_serial: Some(self.peer.serial_hex.clone()),
+        }
+    }
+
     pub fn tz(&self) -> chrono_tz::Tz {
         self.tenant
             .time_zone
@@ -116,11 +132,19 @@ async fn resolve(state: &AppState, request: &RequestContext) -> AppResult<Caller
         None => false,
     };
     if user.status == AccountStatus::Suspended || facility_suspended {
-        state
+        let ended = state
             .sessions
             .revoke(&session_hash)
             .await
             .map_err(AppError::unavailable)?;
+        if ended.is_some() {
+            let event = Event::new(user.tenant_id, "session.revoke", AuditOutcome::Allowed)
+                .actor(Some(user.id))
+                .session(session_hash)
+                .target("user", user.id)
+                .detail("reason", "account_suspended");
+            audit::record_now(&state.db, event).await?;
+        }
         return Err(AppError::AccountSuspended);
     }
     let tenant = crate::service::users::tenant_of(&state.db, &user).await?;

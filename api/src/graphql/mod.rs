@@ -1,6 +1,7 @@
 //! The GraphQL schema: root types merged from one module per domain.
 
 pub mod context;
+mod denials;
 pub mod mutation;
 pub mod query;
 pub mod types;
@@ -26,7 +27,7 @@ pub fn build_schema(config: &Config, state: Option<AppState>) -> RenkeiSchema {
         builder = builder.disable_introspection();
     }
     if let Some(state) = state {
-        builder = builder.data(state);
+        builder = builder.data(state).extension(denials::AuditDenials);
     }
     builder.finish()
 }

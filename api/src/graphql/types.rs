@@ -9,6 +9,15 @@ use entity::{certificate, facility, tenant, user};
 use crate::authz;
 use crate::graphql::context::ContextExt as _;
 
+/// Relay page information of every connection.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub start_cursor: Option<String>,
+    pub end_cursor: Option<String>,
+}
+
 /// Renders a stored UTC time with the tenant's offset (RFC 3339, e.g. +09:00).
 pub fn local(at: DateTime<Utc>, tz: Tz) -> DateTime<FixedOffset> {
     at.with_timezone(&tz).fixed_offset()

@@ -3,18 +3,19 @@
 
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _,
-    QuerySelect as _, Set, TransactionTrait as _,
+    QuerySelect as _, Set,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
-use entity::kinds::AccountStatus;
+use entity::kinds::{AccountStatus, AuditOutcome};
 use entity::{password_history, user};
 
 use crate::auth::password::{PasswordError, PasswordPolicy};
 use crate::auth::pki;
 use crate::authz::UserAdmin;
 use crate::error::{AppError, AppResult};
+use crate::service::audit::{self, Event, Origin};
 use crate::service::now;
 use crate::state::AppState;
 
@@ -35,27 +36,34 @@ fn password_input_error(field: &str, e: PasswordError) -> AppError {
 pub async fn change_password(
     state: &AppState,
     me: &user::Model,
-    current_session: &str,
+    origin: &Origin,
     current: SecretString,
     new: SecretString,
 ) -> AppResult<()> {
-    let Some(hash) = &me.password_hash else {
+    let event = |outcome| {
+        Event::new(me.tenant_id, "password.change", outcome)
+            .by(origin)
+            .target("user", me.id)
+    };
+    let ok = match &me.password_hash {
+        Some(hash) => state
+            .hasher
+            .verify(current, &hash.0)
+            .await
+            .map_err(|e| password_input_error("currentPassword", e))?,
+        None => false,
+    };
+    let Some(hash) = me.password_hash.as_ref().filter(|_| ok) else {
+        audit::record_now(
+            &state.db,
+            event(AuditOutcome::Failed).detail("reason", "wrong_current_password"),
+        )
+        .await?;
         return Err(AppError::bad_input(
             "currentPassword",
             "the current password is not correct",
         ));
     };
-    let ok = state
-        .hasher
-        .verify(current, &hash.0)
-        .await
-        .map_err(|e| password_input_error("currentPassword", e))?;
-    if !ok {
-        return Err(AppError::bad_input(
-            "currentPassword",
-            "the current password is not correct",
-        ));
-    }
     let policy = PasswordPolicy::default();
     let mut names = vec![me.display_name.as_str()];
     if let Some(kana) = &me.display_name_kana {
@@ -81,22 +89,53 @@ pub async fn change_password(
     {
         return Err(password_input_error("newPassword", PasswordError::Reused));
     }
-    set_password(state, me, new, false).await?;
+    set_password(state, me, new, false, event(AuditOutcome::Allowed)).await?;
     // Anyone else holding a session of this account is out.
+    let mut ended = Vec::new();
     for (hash, _) in state
         .sessions
         .list_user(me.id)
         .await
         .map_err(AppError::unavailable)?
     {
-        if hash != current_session {
-            state
+        if origin.session_hash.as_deref() != Some(hash.as_str())
+            && state
                 .sessions
                 .revoke(&hash)
                 .await
-                .map_err(AppError::unavailable)?;
+                .map_err(AppError::unavailable)?
+                .is_some()
+        {
+            ended.push(hash);
         }
     }
+    record_session_revocations(state, me, origin, ended, "password_changed").await
+}
+
+/// One `session.revoke` event per ended session, in one transaction.
+pub async fn record_session_revocations(
+    state: &AppState,
+    user: &user::Model,
+    origin: &Origin,
+    ended: Vec<String>,
+    reason: &'static str,
+) -> AppResult<()> {
+    if ended.is_empty() {
+        return Ok(());
+    }
+    let events = ended
+        .into_iter()
+        .map(|hash| {
+            Event::new(user.tenant_id, "session.revoke", AuditOutcome::Allowed)
+                .by(origin)
+                .session(hash)
+                .target("user", user.id)
+                .detail("reason", reason)
+        })
+        .collect();
+    let txn = crate::db::begin_write(&state.db).await?;
+    audit::record_all(&txn, events).await?;
+    txn.commit().await?;
     Ok(())
 }
 
@@ -105,6 +144,7 @@ async fn set_password(
     user: &user::Model,
     new: SecretString,
     must_change: bool,
+    event: Event,
 ) -> AppResult<user::Model> {
     let new_hash = state
         .hasher
@@ -112,7 +152,7 @@ async fn set_password(
         .await
         .map_err(|e| password_input_error("newPassword", e))?;
     let at = now();
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     if let Some(old) = &user.password_hash {
         password_history::ActiveModel {
             id: Set(Uuid::now_v7()),
@@ -129,6 +169,7 @@ async fn set_password(
     active.password_changed_at = Set(Some(at));
     active.updated_at = Set(at);
     let updated = active.update(&txn).await?;
+    audit::record(&txn, event).await?;
     txn.commit().await?;
     Ok(updated)
 }
@@ -137,19 +178,32 @@ async fn set_password(
 pub async fn reset_password(
     state: &AppState,
     cap: UserAdmin,
+    origin: &Origin,
 ) -> AppResult<(user::Model, SecretString)> {
     let password = SecretString::from(pki::random_password(16));
-    let updated = set_password(state, &cap.target, password.clone(), true).await?;
-    state
+    let event = Event::new(
+        cap.target.tenant_id,
+        "password.reset",
+        AuditOutcome::Allowed,
+    )
+    .by(origin)
+    .target("user", cap.target.id);
+    let updated = set_password(state, &cap.target, password.clone(), true, event).await?;
+    let ended = state
         .sessions
         .revoke_user(updated.id)
         .await
         .map_err(AppError::unavailable)?;
+    record_session_revocations(state, &updated, origin, ended, "password_reset").await?;
     Ok((updated, password))
 }
 
 /// Lifts a lockout.
-pub async fn unlock_user(state: &AppState, cap: UserAdmin) -> AppResult<user::Model> {
+pub async fn unlock_user(
+    state: &AppState,
+    cap: UserAdmin,
+    origin: &Origin,
+) -> AppResult<user::Model> {
     let target = cap.target;
     if target.status == AccountStatus::Suspended {
         return Err(AppError::Conflict(
@@ -161,14 +215,33 @@ pub async fn unlock_user(state: &AppState, cap: UserAdmin) -> AppResult<user::Mo
     active.failed_login_count = Set(0);
     active.locked_until = Set(None);
     active.updated_at = Set(now());
-    Ok(active.update(&state.db).await?)
+    let txn = crate::db::begin_write(&state.db).await?;
+    let updated = active.update(&txn).await?;
+    let event = Event::new(updated.tenant_id, "account.unlock", AuditOutcome::Allowed)
+        .by(origin)
+        .target("user", updated.id);
+    audit::record(&txn, event).await?;
+    txn.commit().await?;
+    Ok(updated)
 }
 
 /// Records the caller's pledge (form 6).
-pub async fn accept_pledge(state: &AppState, me: &user::Model) -> AppResult<user::Model> {
+pub async fn accept_pledge(
+    state: &AppState,
+    me: &user::Model,
+    origin: &Origin,
+) -> AppResult<user::Model> {
     let mut active: user::ActiveModel = me.clone().into();
     active.pledge_accepted_at = Set(Some(now()));
     active.pledge_version = Set(Some(PLEDGE_VERSION.to_string()));
     active.updated_at = Set(now());
-    Ok(active.update(&state.db).await?)
+    let txn = crate::db::begin_write(&state.db).await?;
+    let updated = active.update(&txn).await?;
+    let event = Event::new(me.tenant_id, "pledge.accept", AuditOutcome::Allowed)
+        .by(origin)
+        .target("user", me.id)
+        .detail("version", PLEDGE_VERSION);
+    audit::record(&txn, event).await?;
+    txn.commit().await?;
+    Ok(updated)
 }

@@ -9,13 +9,14 @@ use sea_orm::{
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
-use entity::kinds::CertificateStatus;
+use entity::kinds::{AuditOutcome, CertificateStatus};
 use entity::{certificate, tenant, tenant_ca, user};
 
 use crate::auth::pki::{
     self, CaMaterial, MasterKey, Pkcs12Encoding, RevocationReason, RevokedEntry,
 };
 use crate::error::{AppError, AppResult};
+use crate::service::audit::{self, Event, Origin};
 use crate::service::now;
 
 /// Clients re-fetch the CRL at least this often; we regenerate it on every revocation anyway.
@@ -79,13 +80,14 @@ pub async fn issue(
     user: &user::Model,
     device_label: &str,
     encoding: Option<Pkcs12Encoding>,
-    issued_by: Option<Uuid>,
+    origin: &Origin,
 ) -> AppResult<Issuance> {
     let ca = load_ca(db, master_key, tenant.id).await?;
-    issue_with_ca(db, &ca, tenant, user, device_label, encoding, issued_by).await
+    issue_with_ca(db, &ca, tenant, user, device_label, encoding, origin).await
 }
 
-/// Issues with an already unsealed CA (tenant creation holds it in hand).
+/// Issues with an already unsealed CA (tenant creation holds it in hand). Records
+/// `certificate.issue` on `db`: pass the transaction the issuance belongs to.
 pub async fn issue_with_ca(
     db: &impl ConnectionTrait,
     ca: &CaMaterial,
@@ -93,8 +95,9 @@ pub async fn issue_with_ca(
     user: &user::Model,
     device_label: &str,
     encoding: Option<Pkcs12Encoding>,
-    issued_by: Option<Uuid>,
+    origin: &Origin,
 ) -> AppResult<Issuance> {
+    let issued_by = origin.actor_id;
     let device_label = validate_device_label(device_label)?;
     let encoding = match encoding {
         Some(e) => e,
@@ -143,6 +146,13 @@ pub async fn issue_with_ca(
     }
     .insert(db)
     .await?;
+    let event = Event::new(tenant.id, "certificate.issue", AuditOutcome::Allowed)
+        .by(origin)
+        .target("certificate", certificate.id)
+        .detail("serial", certificate.serial_hex.clone())
+        .detail("userId", user.id.to_string())
+        .detail("encoding", encoding.as_str());
+    audit::record(db, event).await?;
     Ok(Issuance {
         certificate,
         pkcs12_der,
@@ -165,6 +175,7 @@ pub async fn revoke(
     master_key: &MasterKey,
     certificate: certificate::Model,
     reason: &str,
+    origin: &Origin,
 ) -> AppResult<certificate::Model> {
     let reason = validate_reason(reason)?;
     if certificate.status == CertificateStatus::Revoked {
@@ -177,6 +188,12 @@ pub async fn revoke(
     active.revocation_reason = Set(Some(reason));
     let revoked = active.update(db).await?;
     regenerate_crl(db, master_key, tenant_id).await?;
+    let event = Event::new(tenant_id, "certificate.revoke", AuditOutcome::Allowed)
+        .by(origin)
+        .target("certificate", revoked.id)
+        .detail("serial", revoked.serial_hex.clone())
+        .detail("userId", revoked.user_id.to_string());
+    audit::record(db, event).await?;
     Ok(revoked)
 }
 
@@ -231,20 +248,42 @@ pub async fn regenerate_crl(
     Ok(())
 }
 
-/// Marks ACTIVE certificates past `not_after` as EXPIRED; returns how many.
-pub async fn mark_expired(db: &impl ConnectionTrait) -> AppResult<u64> {
-    let result = certificate::Entity::update_many()
+/// Marks ACTIVE certificates past `not_after` as EXPIRED, recording `certificate.expire` for
+/// each in the same transaction; returns how many.
+pub async fn mark_expired(db: &sea_orm::DatabaseConnection) -> AppResult<u64> {
+    let at = now();
+    let txn = crate::db::begin_write(db).await?;
+    let expired = certificate::Entity::find()
+        .filter(certificate::Column::Status.eq(CertificateStatus::Active))
+        .filter(certificate::Column::NotAfter.lt(at))
+        .all(&txn)
+        .await?;
+    if expired.is_empty() {
+        txn.rollback().await?;
+        return Ok(0);
+    }
+    certificate::Entity::update_many()
         .col_expr(
             certificate::Column::Status,
             sea_orm::sea_query::Expr::value(sea_orm::ActiveEnum::to_value(
                 &CertificateStatus::Expired,
             )),
         )
-        .filter(certificate::Column::Status.eq(CertificateStatus::Active))
-        .filter(certificate::Column::NotAfter.lt(now()))
-        .exec(db)
+        .filter(certificate::Column::Id.is_in(expired.iter().map(|c| c.id)))
+        .exec(&txn)
         .await?;
-    Ok(result.rows_affected)
+    let events = expired
+        .iter()
+        .map(|c| {
+            Event::new(c.tenant_id, "certificate.expire", AuditOutcome::Allowed)
+                .target("certificate", c.id)
+                .detail("serial", c.serial_hex.clone())
+                .detail("userId", c.user_id.to_string())
+        })
+        .collect();
+    audit::record_all(&txn, events).await?;
+    txn.commit().await?;
+    Ok(expired.len() as u64)
 }
 
 /// ACTIVE certificates of the tenant that expire before `until`, soonest first, with their users.

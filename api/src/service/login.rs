@@ -6,12 +6,14 @@ use std::net::IpAddr;
 use sea_orm::{ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set};
 use secrecy::SecretString;
 
-use entity::kinds::{AccountStatus, CertificateStatus};
+use entity::kinds::{AccountStatus, AuditOutcome, CertificateStatus};
 use entity::{facility, tenant, user};
+use uuid::Uuid;
 
 use crate::auth::session::{NewSession, SessionRecord};
 use crate::auth::trust::PeerCertificate;
 use crate::error::{AppError, AppResult};
+use crate::service::audit::{self, Event, Origin};
 use crate::service::{certificates, now, tenants};
 use crate::state::AppState;
 
@@ -70,6 +72,8 @@ pub struct LoginFailure {
     /// The account the attempt was against, when known.
     pub user: Option<user::Model>,
     pub tenant: Option<tenant::Model>,
+    /// Already in the audit log (written with the failed-attempt count it changed).
+    pub audited: bool,
 }
 
 impl From<AppError> for LoginFailure {
@@ -79,6 +83,7 @@ impl From<AppError> for LoginFailure {
             reason: FailureReason::ServiceError,
             user: None,
             tenant: None,
+            audited: false,
         }
     }
 }
@@ -94,7 +99,42 @@ fn fail(
         reason,
         user: user.cloned(),
         tenant: tenant.cloned(),
+        audited: false,
     }
+}
+
+/// Longest attempted login ID kept in the audit log.
+const MAX_LOGGED_LOGIN_ID: usize = 64;
+
+/// A login event with what the connection says: client IP and certificate serial.
+fn login_event(
+    req: &LoginRequest<'_>,
+    tenant_id: Uuid,
+    action: &'static str,
+    outcome: AuditOutcome,
+) -> Event {
+    Event::new(tenant_id, action, outcome).by(&Origin {
+        actor_id: None,
+        session_hash: None,
+        ip: Some(req.ip.to_string()),
+        certificate_serial: req.peer.map(|p| p.serial_hex.clone()),
+    })
+}
+
+fn failure_event(
+    req: &LoginRequest<'_>,
+    tenant_id: Uuid,
+    reason: FailureReason,
+    user: Option<&user::Model>,
+) -> Event {
+    let login_id: String = req.login_id.chars().take(MAX_LOGGED_LOGIN_ID).collect();
+    let mut event = login_event(req, tenant_id, "login.failure", AuditOutcome::Failed)
+        .detail("reason", reason.as_str())
+        .detail("loginId", login_id);
+    if let Some(user) = user {
+        event = event.actor(Some(user.id)).target("user", user.id);
+    }
+    event
 }
 
 /// The same words for an unknown login ID and a wrong password, so they cannot be told apart.
@@ -115,16 +155,23 @@ pub async fn login(state: &AppState, req: LoginRequest<'_>) -> Result<LoginSucce
         .await
         .map_err(AppError::unavailable)?;
     if !ip.allowed {
-        return Err(fail(
+        let failure = fail(
             AppError::RateLimited {
                 retry_after_seconds: ip.retry_after_seconds,
             },
             FailureReason::RateLimited,
             None,
             None,
-        ));
+        );
+        audit_failure(state, &req, &failure).await;
+        return Err(failure);
     }
     let result = attempt(state, &req).await;
+    if let Err(failure) = &result
+        && !failure.audited
+    {
+        audit_failure(state, &req, failure).await;
+    }
     if let Err(failure) = &result
         && counts_against_ip(failure.reason)
     {
@@ -141,6 +188,26 @@ pub async fn login(state: &AppState, req: LoginRequest<'_>) -> Result<LoginSucce
     result
 }
 
+/// Files a failed attempt under its tenant. An attempt naming no existing tenant has nowhere
+/// to go: it is logged to the server log only. The failure is answered even if this fails.
+async fn audit_failure(state: &AppState, req: &LoginRequest<'_>, failure: &LoginFailure) {
+    let tenant_id = match &failure.tenant {
+        Some(t) => Some(t.id),
+        None => tenants::by_slug(&state.db, req.tenant_slug)
+            .await
+            .ok()
+            .flatten()
+            .map(|t| t.id),
+    };
+    let Some(tenant_id) = tenant_id else {
+        return;
+    };
+    let event = failure_event(req, tenant_id, failure.reason, failure.user.as_ref());
+    if let Err(e) = audit::record_now(&state.db, event).await {
+        tracing::error!(error = ?e, reason = failure.reason.as_str(), "audit: could not record a failed login");
+    }
+}
+
 fn counts_against_ip(reason: FailureReason) -> bool {
     !matches!(
         reason,
@@ -151,11 +218,12 @@ fn counts_against_ip(reason: FailureReason) -> bool {
 async fn attempt(state: &AppState, req: &LoginRequest<'_>) -> Result<LoginSuccess, LoginFailure> {
     let db = &state.db;
     let Some(peer) = req.peer else {
+        let tenant = tenants::by_slug(db, req.tenant_slug).await?;
         return Err(fail(
             AppError::CertificateRequired,
             FailureReason::NoCertificate,
             None,
-            None,
+            tenant.as_ref(),
         ));
     };
     let Some(tenant) = tenants::by_slug(db, req.tenant_slug).await? else {
@@ -235,7 +303,7 @@ async fn attempt(state: &AppState, req: &LoginRequest<'_>) -> Result<LoginSucces
         }
     };
     if !verified {
-        let locked = record_failure(state, &user).await?;
+        let locked = record_failure(state, req, &user).await?;
         let error = if let Some(seconds) = locked {
             AppError::AccountLocked {
                 retry_after_seconds: Some(seconds),
@@ -243,12 +311,14 @@ async fn attempt(state: &AppState, req: &LoginRequest<'_>) -> Result<LoginSucces
         } else {
             bad_credentials()
         };
-        let reason = if locked.is_some() {
-            FailureReason::Locked
-        } else {
-            FailureReason::WrongPassword
-        };
-        return Err(fail(error, reason, Some(&user), Some(&tenant)));
+        let mut failure = fail(
+            error,
+            FailureReason::WrongPassword,
+            Some(&user),
+            Some(&tenant),
+        );
+        failure.audited = true;
+        return Err(failure);
     }
     // Both factors must be the same person's.
     if certificate.user_id != user.id {
@@ -276,33 +346,65 @@ async fn attempt(state: &AppState, req: &LoginRequest<'_>) -> Result<LoginSucces
         ));
     }
 
+    let session = state
+        .sessions
+        .create(user.id, tenant.id, &peer.fingerprint_sha256)
+        .await
+        .map_err(AppError::unavailable)?;
+    let event = login_event(req, tenant.id, "login.success", AuditOutcome::Allowed)
+        .actor(Some(user.id))
+        .session(session.token_hash.clone())
+        .target("user", user.id);
+    match finish_login(db, user, at, event).await {
+        Ok(user) => Ok(LoginSuccess {
+            session,
+            user,
+            tenant,
+        }),
+        Err(e) => {
+            // No session without its login event.
+            if let Err(revoke) = state.sessions.revoke(&session.token_hash).await {
+                tracing::error!(error = ?revoke, "could not end a session whose login was not recorded");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Clears the failure count and the lockout, and records the login, in one transaction.
+async fn finish_login(
+    db: &sea_orm::DatabaseConnection,
+    user: user::Model,
+    at: chrono::DateTime<chrono::Utc>,
+    event: Event,
+) -> AppResult<user::Model> {
+    let txn = crate::db::begin_write(db).await?;
     let user = if user.failed_login_count != 0 || user.status == AccountStatus::Locked {
         let mut active: user::ActiveModel = user.into();
         active.failed_login_count = Set(0);
         active.status = Set(AccountStatus::Active);
         active.locked_until = Set(None);
         active.updated_at = Set(at);
-        active.update(db).await.map_err(AppError::from)?
+        active.update(&txn).await?
     } else {
         user
     };
-    let session = state
-        .sessions
-        .create(user.id, tenant.id, &peer.fingerprint_sha256)
-        .await
-        .map_err(AppError::unavailable)?;
-    Ok(LoginSuccess {
-        session,
-        user,
-        tenant,
-    })
+    audit::record(&txn, event).await?;
+    txn.commit().await?;
+    Ok(user)
 }
 
-/// Counts a wrong password; locks the account when the threshold is reached.
-/// Returns the lockout length in seconds when this failure locked it.
-async fn record_failure(state: &AppState, user: &user::Model) -> AppResult<Option<u64>> {
+/// Counts a wrong password and records the failed login; locks the account (recording that
+/// too) when the threshold is reached, all in one transaction. Returns the lockout length in
+/// seconds when this failure locked it.
+async fn record_failure(
+    state: &AppState,
+    req: &LoginRequest<'_>,
+    user: &user::Model,
+) -> AppResult<Option<u64>> {
     use sea_orm::ExprTrait as _;
     use sea_orm::sea_query::Expr;
+    let txn = crate::db::begin_write(&state.db).await?;
     // Increment in SQL so concurrent failures all count.
     user::Entity::update_many()
         .col_expr(
@@ -310,14 +412,25 @@ async fn record_failure(state: &AppState, user: &user::Model) -> AppResult<Optio
             Expr::col(user::Column::FailedLoginCount).add(1),
         )
         .filter(user::Column::Id.eq(user.id))
-        .exec(&state.db)
+        .exec(&txn)
         .await?;
     let fresh = user::Entity::find_by_id(user.id)
-        .one(&state.db)
+        .one(&txn)
         .await?
         .ok_or(AppError::NotFound)?;
+    audit::record(
+        &txn,
+        failure_event(
+            req,
+            user.tenant_id,
+            FailureReason::WrongPassword,
+            Some(user),
+        ),
+    )
+    .await?;
     let max = i32::try_from(state.config.login_max_failures).unwrap_or(i32::MAX);
     if fresh.failed_login_count < max {
+        txn.commit().await?;
         return Ok(None);
     }
     let at = now();
@@ -328,7 +441,14 @@ async fn record_failure(state: &AppState, user: &user::Model) -> AppResult<Optio
     active.locked_until = Set(Some(until));
     active.failed_login_count = Set(0);
     active.updated_at = Set(at);
-    active.update(&state.db).await?;
+    active.update(&txn).await?;
+    let lock = Event::new(user.tenant_id, "account.lock", AuditOutcome::Allowed)
+        .target("user", user.id)
+        .detail("reason", "failed_logins")
+        .detail("failures", max)
+        .detail("until", until.to_rfc3339());
+    audit::record(&txn, lock).await?;
+    txn.commit().await?;
     Ok(Some(state.config.lockout.as_secs()))
 }
 

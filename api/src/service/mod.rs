@@ -2,6 +2,7 @@
 //! code runs inside or outside a transaction, and they know nothing of GraphQL.
 
 pub mod accounts;
+pub mod audit;
 pub mod certificates;
 pub mod login;
 pub mod tenants;

@@ -163,8 +163,16 @@ pub async fn create_tenant(
     }
     .insert(&txn)
     .await?;
-    let admin_certificate =
-        certificates::issue_with_ca(&txn, &ca, &tenant, &admin, "initial", None, None).await?;
+    let admin_certificate = certificates::issue_with_ca(
+        &txn,
+        &ca,
+        &tenant,
+        &admin,
+        "initial",
+        None,
+        &crate::service::audit::Origin::default(),
+    )
+    .await?;
     txn.commit().await?;
     Ok(CreatedTenant {
         tenant,

@@ -314,3 +314,581 @@ fn tenant_create_writes_private_credentials_and_expiring_lists_certificates() {
     let unknown = run(&["certificates", "expiring", "--tenant", "nowhere"]);
     assert!(!unknown.status.success());
 }
+
+// ---------------------------------------------------------------------------------------------
+// renkei audit: export, purge, verify
+// ---------------------------------------------------------------------------------------------
+
+/// The keys of one exported event, in the order of the CSV header.
+const AUDIT_KEYS: [&str; 14] = [
+    "id",
+    "seq",
+    "at",
+    "actorId",
+    "sessionHash",
+    "action",
+    "targetType",
+    "targetId",
+    "roomId",
+    "outcome",
+    "ip",
+    "certificateSerial",
+    "detail",
+    "hash",
+];
+
+/// `renkei <args>` in `dir` (its ./data), logs off, with extra settings.
+fn run_in(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = renkei();
+    cmd.current_dir(dir)
+        .args(args)
+        .env("RENKEI_LOG", "off")
+        .env("RENKEI_BOOTSTRAP", "false");
+    for (key, value) in envs {
+        cmd.env(key, value);
+    }
+    cmd.output().unwrap()
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn assert_success(out: &std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What `renkei tenant create` wrote for the first CITY_ADMIN, as a device would hold it.
+struct AdminCredentials {
+    tenant: String,
+    login_id: String,
+    password: String,
+    identity_pem: Vec<u8>,
+}
+
+fn create_tenant_in(dir: &std::path::Path, slug: &str) -> AdminCredentials {
+    let out = run_in(
+        dir,
+        &[
+            "tenant", "create", "--slug", slug, "--name", "北区", "--admin", "chief",
+        ],
+        &[],
+    );
+    assert_success(&out, "tenant create");
+    let tenant_dir = dir.join("data/tenants").join(slug);
+    let creds: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tenant_dir.join("credentials.json")).unwrap())
+            .unwrap();
+    let p12 = std::fs::read(tenant_dir.join(creds["pkcs12Path"].as_str().unwrap())).unwrap();
+    let store = p12_keystore::KeyStore::from_pkcs12(
+        &p12,
+        creds["pkcs12Password"].as_str().unwrap(),
+        p12_keystore::Pkcs12ImportPolicy::Strict,
+    )
+    .unwrap();
+    let (_, chain) = store.private_key_chain().unwrap();
+    let mut pem = String::new();
+    for cert in chain.certs() {
+        pem.push_str(&pem_block("CERTIFICATE", cert.as_der()));
+    }
+    pem.push_str(&pem_block("PRIVATE KEY", chain.key().as_der()));
+    AdminCredentials {
+        tenant: slug.to_string(),
+        login_id: creds["loginId"].as_str().unwrap().to_string(),
+        password: creds["password"].as_str().unwrap().to_string(),
+        identity_pem: pem.into_bytes(),
+    }
+}
+
+fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Runs `renkei serve` in `dir` just long enough for the admin to log in with `wrong` wrong
+/// passwords and then the right one (each recorded in the audit log), then stops it with SIGTERM.
+async fn serve_and_log_in(dir: &std::path::Path, admin: &AdminCredentials, wrong: usize) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = renkei()
+        .current_dir(dir)
+        .arg("serve")
+        .env("RENKEI_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RENKEI_LOG", "off")
+        .env("RENKEI_BOOTSTRAP", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The server's self-signed certificate is not what these tests are about.
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .danger_accept_invalid_certs(true)
+        .identity(reqwest::Identity::from_pem(&admin.identity_pem).unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if let Ok(resp) = client
+            .get(format!("https://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            && resp.status() == 200
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "serve did not answer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let login = |password: String| {
+        let client = client.clone();
+        let body = serde_json::json!({
+            "query": "mutation($t:String!,$l:String!,$p:String!){ login(tenant:$t, loginId:$l, password:$p){ token } }",
+            "variables": { "t": admin.tenant, "l": admin.login_id, "p": password },
+        });
+        async move {
+            client
+                .post(format!("https://127.0.0.1:{port}/graphql"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    for i in 0..wrong {
+        let resp = login(format!("Wrong-password-{i}")).await;
+        assert_eq!(
+            resp["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+            "{resp}"
+        );
+    }
+    let resp = login(admin.password.clone()).await;
+    assert!(resp["data"]["login"]["token"].is_string(), "{resp}");
+    drop(client);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let stopping = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(15),
+            "serve did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "serve ended with {status:?}");
+}
+
+/// `renkei audit export --format jsonl`: one JSON object per line.
+fn export_jsonl(dir: &std::path::Path, slug: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["audit", "export", "--tenant", slug, "--format", "jsonl"];
+    args.extend_from_slice(extra);
+    let out = run_in(dir, &args, &[]);
+    assert_success(&out, "audit export");
+    parse_jsonl(&stdout_of(&out))
+}
+
+fn parse_jsonl(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+            assert!(value.is_object(), "{line}");
+            value
+        })
+        .collect()
+}
+
+fn at_of(event: &serde_json::Value) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(event["at"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("`at` is not RFC 3339 ({e}): {event}"))
+}
+
+fn ids(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn count_action(events: &[serde_json::Value], action: &str) -> usize {
+    events.iter().filter(|e| e["action"] == action).count()
+}
+
+/// Oldest first, one unbroken run of `seq`, times in order, every key of the format.
+fn assert_export_shape(events: &[serde_json::Value]) {
+    for e in events {
+        let keys: std::collections::BTreeSet<&str> =
+            e.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            AUDIT_KEYS.iter().copied().collect(),
+            "keys of an exported event: {e}"
+        );
+        assert!(e["detail"].is_object(), "detail is an object: {e}");
+        let hash = e["hash"].as_str().unwrap();
+        assert!(
+            hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+            "{e}"
+        );
+        assert!(
+            ["ALLOWED", "DENIED", "FAILED"].contains(&e["outcome"].as_str().unwrap()),
+            "{e}"
+        );
+        at_of(e);
+    }
+    for pair in events.windows(2) {
+        assert_eq!(
+            pair[1]["seq"].as_i64().unwrap(),
+            pair[0]["seq"].as_i64().unwrap() + 1,
+            "oldest first, no gaps: {} then {}",
+            pair[0],
+            pair[1]
+        );
+        assert!(at_of(&pair[0]) <= at_of(&pair[1]), "{pair:?}");
+    }
+}
+
+/// A minimal RFC 4180 reader: quoted fields, doubled quotes, line breaks inside quotes.
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    if !field.is_empty() || !row.is_empty() {
+        row.push(field);
+        rows.push(row);
+    }
+    rows
+}
+
+fn assert_no_progress_bar(out: &std::process::Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains('\r') && !stderr.contains('\u{1b}'),
+        "a progress bar on a stderr that is not a terminal: {stderr:?}"
+    );
+}
+
+#[tokio::test]
+async fn audit_export_writes_jsonl_and_csv_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = create_tenant_in(dir.path(), "kita");
+    serve_and_log_in(dir.path(), &admin, 2).await;
+
+    let out = run_in(
+        dir.path(),
+        &["audit", "export", "--tenant", "kita", "--format", "jsonl"],
+        &[],
+    );
+    assert_success(&out, "audit export jsonl");
+    assert_no_progress_bar(&out);
+    let jsonl = stdout_of(&out);
+    let events = parse_jsonl(&jsonl);
+    assert_export_shape(&events);
+    assert_eq!(events[0]["seq"], 1, "the whole log, from its start");
+    // Tenant creation issued the admin's certificate; then the logins through the server.
+    assert_eq!(events[0]["action"], "certificate.issue", "{:#?}", events);
+    assert!(events[0]["detail"]["serial"].is_string(), "{}", events[0]);
+    assert_eq!(count_action(&events, "login.failure"), 2, "{events:#?}");
+    assert_eq!(count_action(&events, "login.success"), 1, "{events:#?}");
+    let failures: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["action"] == "login.failure")
+        .collect();
+    for f in &failures {
+        assert_eq!(f["detail"]["reason"], "wrong_password", "{f}");
+        assert_eq!(f["outcome"], "FAILED");
+        assert_eq!(f["ip"], "127.0.0.1");
+        assert!(f["actorId"].is_string(), "{f}");
+        assert!(f["certificateSerial"].is_string(), "{f}");
+    }
+    let success = events
+        .iter()
+        .find(|e| e["action"] == "login.success")
+        .unwrap();
+    assert!(
+        success["sessionHash"]
+            .as_str()
+            .is_some_and(|h| h.len() == 64),
+        "{success}"
+    );
+    assert!(
+        !jsonl.contains(&admin.password) && !jsonl.contains("Wrong-password-"),
+        "passwords in the export"
+    );
+
+    // --from: only the events from then on (inclusive).
+    let from = failures[0]["at"].as_str().unwrap();
+    let since = export_jsonl(dir.path(), "kita", &["--from", from]);
+    let expected: Vec<serde_json::Value> = events
+        .iter()
+        .filter(|e| at_of(e) >= at_of(failures[0]))
+        .cloned()
+        .collect();
+    assert_eq!(ids(&since), ids(&expected));
+    assert!(!ids(&since).contains(&events[0]["id"].as_str().unwrap().to_string()));
+    // --to: before then (exclusive).
+    let until = export_jsonl(dir.path(), "kita", &["--to", from]);
+    assert_eq!(ids(&until).len() + ids(&since).len(), events.len());
+    // A whole day as a date, in the tenant's time zone: everything of today and earlier.
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(2))
+        .format("%Y-%m-%d")
+        .to_string();
+    assert_eq!(
+        ids(&export_jsonl(dir.path(), "kita", &["--to", &tomorrow])),
+        ids(&events)
+    );
+
+    // CSV: the same events, the header first, detail as JSON text.
+    let out = run_in(
+        dir.path(),
+        &["audit", "export", "--tenant", "kita", "--format", "csv"],
+        &[],
+    );
+    assert_success(&out, "audit export csv");
+    let csv = stdout_of(&out);
+    assert_eq!(
+        csv.lines().next().unwrap().trim_end(),
+        AUDIT_KEYS.join(","),
+        "the CSV header"
+    );
+    let rows = parse_csv(&csv);
+    assert_eq!(rows.len(), events.len() + 1, "{csv}");
+    for (row, event) in rows[1..].iter().zip(&events) {
+        assert_eq!(row.len(), AUDIT_KEYS.len(), "{row:?}");
+        assert_eq!(row[0], event["id"].as_str().unwrap());
+        assert_eq!(row[1], event["seq"].to_string());
+        assert_eq!(row[5], event["action"].as_str().unwrap());
+        assert_eq!(row[13], event["hash"].as_str().unwrap());
+        let detail: serde_json::Value = serde_json::from_str(&row[12])
+            .unwrap_or_else(|e| panic!("detail is not JSON text ({e}): {row:?}"));
+        assert_eq!(detail, event["detail"]);
+    }
+
+    // --output: the file holds the export, stdout does not.
+    let file = dir.path().join("kita-audit.jsonl");
+    let out = run_in(
+        dir.path(),
+        &[
+            "audit",
+            "export",
+            "--tenant",
+            "kita",
+            "--format",
+            "jsonl",
+            "--output",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_success(&out, "audit export --output");
+    let written = parse_jsonl(&std::fs::read_to_string(&file).unwrap());
+    assert!(written.len() >= events.len());
+    assert_eq!(ids(&written[..events.len()]), ids(&events));
+    let stdout = stdout_of(&out);
+    assert!(
+        !stdout.contains(events[0]["id"].as_str().unwrap()),
+        "with --output the events go to the file only: {stdout}"
+    );
+
+    // An unknown tenant: an error, one line.
+    let out = run_in(dir.path(), &["audit", "export", "--tenant", "nowhere"], &[]);
+    assert!(!out.status.success());
+    assert_eq!(stderr_lines(&out).len(), 1, "{:?}", stderr_lines(&out));
+}
+
+#[tokio::test]
+async fn audit_purge_respects_retention_and_keeps_the_chain_verifiable() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = create_tenant_in(dir.path(), "kita");
+    serve_and_log_in(dir.path(), &admin, 1).await;
+    let events = export_jsonl(dir.path(), "kita", &[]);
+    assert_export_shape(&events);
+    let verify =
+        |envs: &[(&str, &str)]| run_in(dir.path(), &["audit", "verify", "--tenant", "kita"], envs);
+    assert_success(&verify(&[]), "audit verify before any purge");
+
+    // The default retention is five years: nothing this young may go.
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let now = chrono::Utc::now().to_rfc3339();
+    for before in [tomorrow.as_str(), now.as_str()] {
+        let out = run_in(
+            dir.path(),
+            &["audit", "purge", "--tenant", "kita", "--before", before],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "purge --before {before}");
+        assert_eq!(stderr_lines(&out).len(), 1, "{:?}", stderr_lines(&out));
+    }
+    assert_eq!(ids(&export_jsonl(dir.path(), "kita", &[])), ids(&events));
+
+    // With no retention: everything before the first login goes, the rest stays as it was.
+    let first_login = events
+        .iter()
+        .find(|e| e["action"] == "login.failure")
+        .unwrap();
+    let cut = first_login["at"].as_str().unwrap().to_string();
+    let old = events
+        .iter()
+        .filter(|e| at_of(e) < at_of(first_login))
+        .count();
+    assert!(old >= 1, "tenant creation came before the logins");
+    let no_retention = [("RENKEI_AUDIT_RETENTION_DAYS", "0")];
+    let out = run_in(
+        dir.path(),
+        &["audit", "purge", "--tenant", "kita", "--before", &cut],
+        &no_retention,
+    );
+    assert_success(&out, "audit purge");
+    let printed = stdout_of(&out);
+    assert!(
+        printed
+            .split(|c: char| !c.is_ascii_digit())
+            .any(|n| n == old.to_string()),
+        "purge prints how many it removed ({old}): {printed}"
+    );
+    let kept = export_jsonl(dir.path(), "kita", &[]);
+    assert_eq!(kept, events[old..].to_vec(), "the rest is untouched");
+    assert_success(&verify(&[]), "audit verify after a purge");
+
+    // The chain goes on from where it was cut.
+    serve_and_log_in(dir.path(), &admin, 1).await;
+    let later = export_jsonl(dir.path(), "kita", &[]);
+    assert_export_shape(&later);
+    assert_eq!(later[..kept.len()].to_vec(), kept);
+    assert!(later.len() >= kept.len() + 2);
+    assert_success(&verify(&[]), "audit verify after new events");
+
+    // Even when everything is purged, later events still verify.
+    let now = chrono::Utc::now().to_rfc3339();
+    let out = run_in(
+        dir.path(),
+        &["audit", "purge", "--tenant", "kita", "--before", &now],
+        &no_retention,
+    );
+    assert_success(&out, "audit purge of everything");
+    assert!(export_jsonl(dir.path(), "kita", &[]).is_empty());
+    assert_success(&verify(&[]), "audit verify of an emptied log");
+    serve_and_log_in(dir.path(), &admin, 0).await;
+    let fresh = export_jsonl(dir.path(), "kita", &[]);
+    assert!(!fresh.is_empty());
+    assert_eq!(
+        fresh[0]["seq"].as_i64().unwrap(),
+        later.last().unwrap()["seq"].as_i64().unwrap() + 1,
+        "seq carries on after a purge"
+    );
+    assert_success(&verify(&[]), "audit verify after purging everything");
+
+    let out = run_in(
+        dir.path(),
+        &["audit", "purge", "--tenant", "nowhere", "--before", &now],
+        &no_retention,
+    );
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn audit_verify_exits_1_and_names_an_altered_event() {
+    use sea_orm::{ActiveModelTrait as _, EntityTrait as _, IntoActiveModel as _, Set};
+    let dir = tempfile::tempdir().unwrap();
+    let admin = create_tenant_in(dir.path(), "kita");
+    serve_and_log_in(dir.path(), &admin, 1).await;
+    let verify = || run_in(dir.path(), &["audit", "verify", "--tenant", "kita"], &[]);
+    let out = verify();
+    assert_success(&out, "audit verify");
+    let events = export_jsonl(dir.path(), "kita", &[]);
+    let report = format!(
+        "{}{}",
+        stdout_of(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains(&events.len().to_string()),
+        "the report gives how many events were verified ({}): {report}",
+        events.len()
+    );
+
+    // Someone with access to the database file edits a failed login's address.
+    let failure = events
+        .iter()
+        .find(|e| e["action"] == "login.failure")
+        .unwrap();
+    let id: uuid::Uuid = failure["id"].as_str().unwrap().parse().unwrap();
+    let db = sea_orm::Database::connect(format!(
+        "sqlite://{}?mode=rw",
+        dir.path().join("data/renkei.db").display()
+    ))
+    .await
+    .unwrap();
+    let row = entity::audit_event::Entity::find_by_id(id)
+        .one(&db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut edited = row.into_active_model();
+    edited.ip = Set(Some("10.6.6.6".into()));
+    edited.update(&db).await.unwrap();
+    db.close().await.unwrap();
+
+    let out = verify();
+    assert_eq!(out.status.code(), Some(1), "a broken chain exits 1");
+    let report = format!(
+        "{}{}",
+        stdout_of(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains(&id.to_string()),
+        "the report names the altered event {id}: {report}"
+    );
+    let unknown = run_in(dir.path(), &["audit", "verify", "--tenant", "nowhere"], &[]);
+    assert!(!unknown.status.success());
+}

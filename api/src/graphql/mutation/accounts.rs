@@ -41,16 +41,20 @@ impl AccountMutation {
         let caller = ctx.caller().await?;
         let state = ctx.state()?;
         let cap = admin_of(state, caller, &user_id, AdminScope::Delegable).await?;
+        let txn = crate::db::begin_write(&state.db)
+            .await
+            .map_err(AppError::from)?;
         let issuance = certificates::issue(
-            &state.db,
+            &txn,
             &state.master_key,
             &caller.tenant,
             &cap.target,
             &device_label,
             encoding.map(Into::into),
-            Some(caller.user.id),
+            &caller.origin(ctx.request()?),
         )
         .await?;
+        txn.commit().await.map_err(AppError::from)?;
         Ok(CertificateIssuance::from_issuance(issuance, caller.tz()))
     }
 
@@ -74,16 +78,25 @@ impl AccountMutation {
             .await?
             .ok_or(AppError::NotFound)?;
         let cap = authz::user_admin(&caller.user, &caller.tenant, owner, AdminScope::Delegable)?;
-        let txn = sea_orm::TransactionTrait::begin(&state.db)
+        let origin = caller.origin(ctx.request()?);
+        let txn = crate::db::begin_write(&state.db)
             .await
             .map_err(AppError::from)?;
-        let revoked = certificates::revoke(&txn, &state.master_key, cert, &reason).await?;
+        let revoked = certificates::revoke(&txn, &state.master_key, cert, &reason, &origin).await?;
         txn.commit().await.map_err(AppError::from)?;
-        state
+        let ended = state
             .sessions
             .revoke_user_certificate(cap.target.id, &revoked.fingerprint_sha256)
             .await
             .map_err(AppError::unavailable)?;
+        accounts::record_session_revocations(
+            state,
+            &cap.target,
+            &origin,
+            ended,
+            "certificate_revoked",
+        )
+        .await?;
         state.trust_changed().await;
         Ok(Certificate {
             model: revoked,
@@ -96,7 +109,7 @@ impl AccountMutation {
         let caller = ctx.caller().await?;
         let state = ctx.state()?;
         let cap = admin_of(state, caller, &id, AdminScope::Delegable).await?;
-        let user = accounts::unlock_user(state, cap).await?;
+        let user = accounts::unlock_user(state, cap, &caller.origin(ctx.request()?)).await?;
         Ok(User::new(user, caller.tz()))
     }
 
@@ -106,7 +119,8 @@ impl AccountMutation {
         let caller = ctx.caller().await?;
         let state = ctx.state()?;
         let cap = admin_of(state, caller, &id, AdminScope::Delegable).await?;
-        let (_, password) = accounts::reset_password(state, cap).await?;
+        let (_, password) =
+            accounts::reset_password(state, cap, &caller.origin(ctx.request()?)).await?;
         Ok(secrecy::ExposeSecret::expose_secret(&password).to_string())
     }
 }

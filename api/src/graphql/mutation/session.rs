@@ -8,7 +8,9 @@ use crate::error::AppError;
 use crate::graphql::context::ContextExt as _;
 use crate::graphql::types::{LoginPayload, User, local};
 use crate::http::SESSION_COOKIE;
+use crate::service::audit::{self, Event};
 use crate::service::{accounts, login};
+use entity::kinds::AuditOutcome;
 
 #[derive(Default)]
 pub struct SessionMutation;
@@ -84,6 +86,9 @@ impl SessionMutation {
             .revoke(&caller.session_hash)
             .await
             .map_err(AppError::unavailable)?;
+        let event = Event::new(caller.tenant.id, "logout", AuditOutcome::Allowed)
+            .by(&caller.origin(ctx.request()?));
+        audit::record_now(&state.db, event).await?;
         ctx.insert_http_header(
             SET_COOKIE,
             format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"),
@@ -100,6 +105,22 @@ impl SessionMutation {
             .revoke_user(caller.user.id)
             .await
             .map_err(AppError::unavailable)?;
+        let origin = caller.origin(ctx.request()?);
+        let events = ended
+            .iter()
+            .map(|hash| {
+                Event::new(caller.tenant.id, "session.revoke", AuditOutcome::Allowed)
+                    .by(&origin)
+                    .session(hash.clone())
+                    .target("user", caller.user.id)
+                    .detail("reason", "logout_everywhere")
+            })
+            .collect();
+        let txn = crate::db::begin_write(&state.db)
+            .await
+            .map_err(AppError::from)?;
+        audit::record_all(&txn, events).await?;
+        txn.commit().await.map_err(AppError::from)?;
         Ok(i32::try_from(ended.len()).unwrap_or(i32::MAX))
     }
 
@@ -116,7 +137,7 @@ impl SessionMutation {
         accounts::change_password(
             state,
             &caller.user,
-            &caller.session_hash,
+            &caller.origin(ctx.request()?),
             SecretString::from(current_password),
             SecretString::from(new_password),
         )
@@ -128,7 +149,8 @@ impl SessionMutation {
     async fn accept_pledge(&self, ctx: &Context<'_>) -> Result<User> {
         let caller = ctx.caller().await?;
         let state = ctx.state()?;
-        let user = accounts::accept_pledge(state, &caller.user).await?;
+        let user =
+            accounts::accept_pledge(state, &caller.user, &caller.origin(ctx.request()?)).await?;
         Ok(User::new(user, caller.tz()))
     }
 }

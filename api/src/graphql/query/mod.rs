@@ -2,7 +2,8 @@
 
 use async_graphql::MergedObject;
 
+mod audit;
 mod session;
 
 #[derive(MergedObject, Default)]
-pub struct Query(session::SessionQuery);
+pub struct Query(session::SessionQuery, audit::AuditQuery);

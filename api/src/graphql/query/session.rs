@@ -5,7 +5,9 @@ use async_graphql::{Context, ID, Object, Result};
 use crate::authz;
 use crate::graphql::context::ContextExt as _;
 use crate::graphql::types::{Tenant, User};
+use crate::service::audit::Event;
 use crate::service::users;
+use entity::kinds::AuditOutcome;
 
 #[derive(Default)]
 pub struct SessionQuery;
@@ -41,6 +43,11 @@ impl SessionQuery {
         if !authz::can_see_user(&caller.user, &target) {
             return Err(crate::error::AppError::Forbidden.into());
         }
+        // Reading a person's account (name, occupation, certificates) is recorded.
+        let event = Event::new(caller.tenant.id, "user.read", AuditOutcome::Allowed)
+            .by(&caller.origin(ctx.request()?))
+            .target("user", target.id);
+        state.audit.read(event).await?;
         Ok(Some(User::new(target, caller.tz())))
     }
 }

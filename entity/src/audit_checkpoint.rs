@@ -1,0 +1,20 @@
+//! Where a purge cut a tenant's audit chain: the last removed event's seq and hash, signed.
+
+use sea_orm::entity::prelude::*;
+
+#[sea_orm::model]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "audit_checkpoint")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub seq: i64,
+    pub hash: String,
+    pub purged_before: DateTimeUtc,
+    pub purged_events: i64,
+    pub created_at: DateTimeUtc,
+    pub signature: String,
+}
+
+impl ActiveModelBehavior for ActiveModel {}
