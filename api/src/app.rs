@@ -76,7 +76,11 @@ impl App {
             .with_context(|| format!("binding {}", config.listen))?;
         let local_addr = listener.local_addr().context("reading the bound address")?;
 
-        let (audit, audit_writer) = AuditLog::start(db.clone(), config.audit_buffer_events);
+        let (audit, audit_writer) = AuditLog::start(
+            db.clone(),
+            config.audit_buffer_events,
+            config.audit_read_events,
+        );
         let state = AppState {
             audit,
             config: Arc::new(config),

@@ -164,6 +164,11 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Read events waiting to be written in batches; when full, requests wait (back-pressure), none is dropped.",
     },
     Setting {
+        key: "audit_read_events",
+        default: "true",
+        doc: "Record read events (`user.read`, `audit.read`, later `room.read` …). `false` exists only to measure the cost of auditing in benchmarks and is refused when `env` is `production`.",
+    },
+    Setting {
         key: "session_expiry_check_seconds",
         default: "60",
         doc: "How often ended sessions that expired (idle or absolute timeout) are recorded as `session.expire` audit events.",
@@ -285,6 +290,7 @@ pub struct Config {
     pub certificate_check_interval: Duration,
     pub audit_retention_days: u32,
     pub audit_buffer_events: usize,
+    pub audit_read_events: bool,
     pub session_expiry_check: Duration,
     pub trust_refresh: Duration,
     pub bootstrap: bool,
@@ -629,6 +635,22 @@ impl Config {
         };
         let session_idle = secs("session_idle_seconds")?;
         let session_absolute = secs("session_absolute_seconds")?;
+        let audit_read_events = match raw.value("audit_read_events").unwrap_or_default() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            other => {
+                return Err(raw.err(
+                    "audit_read_events",
+                    format!("'{other}' is not true or false"),
+                ));
+            }
+        };
+        if !audit_read_events && env == Environment::Production {
+            return Err(raw.err(
+                "audit_read_events",
+                "reads must be audited in production (MHLW guideline 6.0 §17)".to_owned(),
+            ));
+        }
         let bootstrap = match raw.value("bootstrap").unwrap_or_default() {
             "true" | "1" | "yes" => true,
             "false" | "0" | "no" => false,
@@ -649,6 +671,7 @@ impl Config {
             certificate_check_interval: secs("certificate_check_interval_seconds")?,
             audit_retention_days: raw.parse("audit_retention_days", "a whole number of days")?,
             audit_buffer_events: raw.positive("audit_buffer_events", "a positive whole number")?,
+            audit_read_events,
             session_expiry_check: secs("session_expiry_check_seconds")?,
             trust_refresh: secs("trust_refresh_seconds")?,
             bootstrap,

@@ -3,8 +3,9 @@
 //! `audit_chain_head` holds each tenant's chain tip; writers lock that row, so concurrent
 //! writers (also on other instances) append one after another and never fork the chain.
 //! `audit_checkpoint` records where a purge cut the chain, signed with the tenant CA key.
-//! On PostgreSQL a trigger refuses UPDATE, DELETE and TRUNCATE of events; only a purge, which
-//! sets `renkei.audit_purge` for its own transaction, may delete.
+//! On PostgreSQL triggers refuse UPDATE, DELETE and TRUNCATE of events, except the deletion of
+//! events already covered by a checkpoint (a purge writes its signed checkpoint first), refuse
+//! any change to checkpoints, and let a chain tip only move forward.
 
 use sea_orm_migration::sea_orm::DbBackend;
 use sea_orm_migration::{prelude::*, schema::*};
@@ -15,7 +16,10 @@ pub struct Migration;
 const PG_TRIGGER: &str = r#"
 CREATE FUNCTION audit_event_append_only() RETURNS trigger AS $$
 BEGIN
-    IF TG_OP = 'DELETE' AND current_setting('renkei.audit_purge', true) = 'on' THEN
+    -- A purge first writes a signed checkpoint, then deletes the events it covers; nothing
+    -- else may remove an event, and nothing may change one.
+    IF TG_OP = 'DELETE' AND OLD.seq <= COALESCE(
+        (SELECT max(seq) FROM audit_checkpoint WHERE tenant_id = OLD.tenant_id), 0) THEN
         RETURN OLD;
     END IF;
     RAISE EXCEPTION 'audit events are append-only (% refused)', TG_OP
@@ -30,9 +34,32 @@ CREATE TRIGGER audit_event_append_only
 CREATE TRIGGER audit_event_no_truncate
     BEFORE TRUNCATE ON audit_event
     FOR EACH STATEMENT EXECUTE FUNCTION audit_event_append_only();
+
+CREATE FUNCTION audit_append_only_aux() RETURNS trigger AS $$
+BEGIN
+    -- Checkpoints are never changed or removed; a chain tip only moves forward.
+    IF TG_TABLE_NAME = 'audit_chain_head' AND TG_OP = 'UPDATE' AND NEW.seq >= OLD.seq
+        AND NEW.tenant_id = OLD.tenant_id THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION '% on % refused: the audit trail is append-only', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER audit_checkpoint_append_only
+    BEFORE UPDATE OR DELETE ON audit_checkpoint
+    FOR EACH ROW EXECUTE FUNCTION audit_append_only_aux();
+
+CREATE TRIGGER audit_chain_head_forward_only
+    BEFORE UPDATE OR DELETE ON audit_chain_head
+    FOR EACH ROW EXECUTE FUNCTION audit_append_only_aux();
 "#;
 
 const PG_DROP_TRIGGER: &str = r#"
+DROP TRIGGER IF EXISTS audit_chain_head_forward_only ON audit_chain_head;
+DROP TRIGGER IF EXISTS audit_checkpoint_append_only ON audit_checkpoint;
+DROP FUNCTION IF EXISTS audit_append_only_aux();
 DROP TRIGGER IF EXISTS audit_event_no_truncate ON audit_event;
 DROP TRIGGER IF EXISTS audit_event_append_only ON audit_event;
 DROP FUNCTION IF EXISTS audit_event_append_only();

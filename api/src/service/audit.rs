@@ -327,6 +327,8 @@ enum Message {
 pub struct AuditLog {
     sender: mpsc::Sender<Message>,
     db: DatabaseConnection,
+    /// False only in benchmarks that measure what auditing reads costs.
+    reads_enabled: bool,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -342,15 +344,26 @@ impl AuditLog {
     pub fn start(
         db: DatabaseConnection,
         capacity: usize,
+        reads_enabled: bool,
     ) -> (AuditLog, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
         let task = tokio::spawn(writer(db.clone(), receiver));
-        (AuditLog { sender, db }, task)
+        (
+            AuditLog {
+                sender,
+                db,
+                reads_enabled,
+            },
+            task,
+        )
     }
 
     /// Queues a read event. Waits while the buffer is full (back-pressure), and after
     /// shutdown of the writer writes the event directly: nothing is dropped.
     pub async fn read(&self, event: Event) -> AppResult<()> {
+        if !self.reads_enabled {
+            return Ok(());
+        }
         match self.sender.send(Message::Event(Box::new(event))).await {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendError(Message::Event(event))) => {
@@ -377,6 +390,10 @@ impl AuditLog {
     }
 }
 
+/// How long the writer waits for more read events before writing a batch: batching turns
+/// many small transactions into one, and nobody waits on a read event (`flush` cuts it short).
+const LINGER: Duration = Duration::from_millis(20);
+
 async fn writer(db: DatabaseConnection, mut receiver: mpsc::Receiver<Message>) {
     let mut batch: Vec<Event> = Vec::new();
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
@@ -385,6 +402,7 @@ async fn writer(db: DatabaseConnection, mut receiver: mpsc::Receiver<Message>) {
         let Some(first) = receiver.recv().await else {
             break;
         };
+        let deadline = tokio::time::Instant::now() + LINGER;
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
@@ -399,7 +417,15 @@ async fn writer(db: DatabaseConnection, mut receiver: mpsc::Receiver<Message>) {
             if batch.len() >= BATCH {
                 write_batch(&db, &mut batch, closing.is_some()).await;
             }
-            next = receiver.try_recv().ok();
+            next = match receiver.try_recv() {
+                Ok(message) => Some(message),
+                // Someone waits for this batch: write it now.
+                Err(_) if !waiting.is_empty() || closing.is_some() => None,
+                Err(_) => tokio::time::timeout_at(deadline, receiver.recv())
+                    .await
+                    .ok()
+                    .flatten(),
+            };
         }
         write_batch(&db, &mut batch, closing.is_some()).await;
         for done in waiting.drain(..) {
@@ -782,17 +808,13 @@ pub async fn purge(
             checkpoint_seq: None,
         });
     };
-    if txn.get_database_backend() == DbBackend::Postgres {
-        // The append-only trigger lets this transaction, and only it, delete.
-        txn.execute_unprepared("SET LOCAL renkei.audit_purge = 'on'")
-            .await?;
-    }
-    let removed = audit_event::Entity::delete_many()
+    // Where the stored chain starts now: 1, or after the previous checkpoint.
+    let first_seq = audit_event::Entity::find()
         .filter(audit_event::Column::TenantId.eq(tenant_id))
-        .filter(audit_event::Column::Seq.lte(last_old.seq))
-        .exec(&txn)
+        .order_by_asc(audit_event::Column::Seq)
+        .one(&txn)
         .await?
-        .rows_affected;
+        .map_or(last_old.seq, |e| e.seq);
     let ca = certificates::load_ca(&txn, master_key, tenant_id).await?;
     let mut cp = audit_checkpoint::Model {
         id: Uuid::now_v7(),
@@ -800,7 +822,7 @@ pub async fn purge(
         seq: last_old.seq,
         hash: last_old.hash.clone(),
         purged_before: before,
-        purged_events: i64::try_from(removed).unwrap_or(i64::MAX),
+        purged_events: last_old.seq - first_seq + 1,
         created_at: now(),
         signature: String::new(),
     };
@@ -808,9 +830,17 @@ pub async fn purge(
         .sign(&checkpoint_message(&cp))
         .map_err(|e| AppError::internal(anyhow::anyhow!("signing the audit checkpoint: {e}")))?;
     cp.signature = BASE64.encode(signature);
+    // Checkpoint first: on PostgreSQL the append-only trigger lets only events a checkpoint
+    // covers be deleted.
     audit_checkpoint::Entity::insert(audit_checkpoint::ActiveModel::from(cp))
         .exec_without_returning(&txn)
         .await?;
+    let removed = audit_event::Entity::delete_many()
+        .filter(audit_event::Column::TenantId.eq(tenant_id))
+        .filter(audit_event::Column::Seq.lte(last_old.seq))
+        .exec(&txn)
+        .await?
+        .rows_affected;
     txn.commit().await?;
     Ok(Purged {
         removed,

@@ -72,9 +72,22 @@ pub fn validate_device_label(label: &str) -> AppResult<String> {
     Ok(label.to_string())
 }
 
-/// Issues a certificate for `user` with the tenant's CA.
+/// A certificate made and packed, not yet stored: the slow crypto (key generation, PKCS#12
+/// key derivation) happens here, outside any database transaction.
+pub struct Prepared {
+    issued: pki::IssuedCertificate,
+    pkcs12_der: Vec<u8>,
+    password: SecretString,
+    encoding: Pkcs12Encoding,
+    device_label: String,
+    tenant_id: Uuid,
+    user_id: Uuid,
+}
+
+/// Issues a certificate for `user` with the tenant's CA: the CA is read, the certificate made
+/// outside the transaction, then stored and audited in one short write transaction.
 pub async fn issue(
-    db: &impl ConnectionTrait,
+    db: &sea_orm::DatabaseConnection,
     master_key: &MasterKey,
     tenant: &tenant::Model,
     user: &user::Model,
@@ -83,11 +96,14 @@ pub async fn issue(
     origin: &Origin,
 ) -> AppResult<Issuance> {
     let ca = load_ca(db, master_key, tenant.id).await?;
-    issue_with_ca(db, &ca, tenant, user, device_label, encoding, origin).await
+    let prepared = prepare(&ca, tenant, user, device_label, encoding).await?;
+    let txn = crate::db::begin_write(db).await?;
+    let issuance = store(&txn, prepared, origin).await?;
+    txn.commit().await?;
+    Ok(issuance)
 }
 
-/// Issues with an already unsealed CA (tenant creation holds it in hand). Records
-/// `certificate.issue` on `db`: pass the transaction the issuance belongs to.
+/// Issues with an already unsealed CA inside the caller's transaction (tenant creation).
 pub async fn issue_with_ca(
     db: &impl ConnectionTrait,
     ca: &CaMaterial,
@@ -97,7 +113,17 @@ pub async fn issue_with_ca(
     encoding: Option<Pkcs12Encoding>,
     origin: &Origin,
 ) -> AppResult<Issuance> {
-    let issued_by = origin.actor_id;
+    let prepared = prepare(ca, tenant, user, device_label, encoding).await?;
+    store(db, prepared, origin).await
+}
+
+pub async fn prepare(
+    ca: &CaMaterial,
+    tenant: &tenant::Model,
+    user: &user::Model,
+    device_label: &str,
+    encoding: Option<Pkcs12Encoding>,
+) -> AppResult<Prepared> {
     let device_label = validate_device_label(device_label)?;
     let encoding = match encoding {
         Some(e) => e,
@@ -129,10 +155,37 @@ pub async fn issue_with_ca(
         .map_err(AppError::internal)?
         .map_err(AppError::internal)?
     };
+    Ok(Prepared {
+        issued,
+        pkcs12_der,
+        password,
+        encoding,
+        device_label,
+        tenant_id: tenant.id,
+        user_id: user.id,
+    })
+}
+
+/// Stores a prepared certificate and records `certificate.issue` on `db` (the transaction).
+pub async fn store(
+    db: &impl ConnectionTrait,
+    prepared: Prepared,
+    origin: &Origin,
+) -> AppResult<Issuance> {
+    let Prepared {
+        issued,
+        pkcs12_der,
+        password,
+        encoding,
+        device_label,
+        tenant_id,
+        user_id,
+    } = prepared;
+    let issued_by = origin.actor_id;
     let certificate = certificate::ActiveModel {
         id: Set(Uuid::now_v7()),
-        tenant_id: Set(tenant.id),
-        user_id: Set(user.id),
+        tenant_id: Set(tenant_id),
+        user_id: Set(user_id),
         serial_hex: Set(issued.serial_hex.clone()),
         fingerprint_sha256: Set(issued.fingerprint_sha256.clone()),
         device_label: Set(device_label),
@@ -146,11 +199,11 @@ pub async fn issue_with_ca(
     }
     .insert(db)
     .await?;
-    let event = Event::new(tenant.id, "certificate.issue", AuditOutcome::Allowed)
+    let event = Event::new(tenant_id, "certificate.issue", AuditOutcome::Allowed)
         .by(origin)
         .target("certificate", certificate.id)
         .detail("serial", certificate.serial_hex.clone())
-        .detail("userId", user.id.to_string())
+        .detail("userId", user_id.to_string())
         .detail("encoding", encoding.as_str());
     audit::record(db, event).await?;
     Ok(Issuance {

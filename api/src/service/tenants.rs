@@ -6,17 +6,18 @@ use std::path::Path;
 use anyhow::Context as _;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _,
-    PaginatorTrait as _, QueryFilter as _, Set, TransactionTrait as _,
+    PaginatorTrait as _, QueryFilter as _, Set,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
-use entity::kinds::{AccountStatus, Occupation, Role};
+use entity::kinds::{AccountStatus, AuditOutcome, Occupation, Role};
 use entity::{tenant, tenant_ca, user};
 
 use crate::auth::password::PasswordHasher;
 use crate::auth::pki::{self, MasterKey, Pkcs12Encoding};
 use crate::error::{AppError, AppResult};
+use crate::service::audit::{self, Event};
 use crate::service::certificates::{self, Issuance};
 use crate::service::now;
 
@@ -102,7 +103,7 @@ pub async fn create_tenant(
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("hashing: {e:?}")))?;
 
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     if tenant::Entity::find()
         .filter(tenant::Column::Slug.eq(input.slug.as_str()))
         .one(&txn)
@@ -163,6 +164,12 @@ pub async fn create_tenant(
     }
     .insert(&txn)
     .await?;
+    // Operator actions have no logged-in actor: the events say so by having none.
+    let created = Event::new(tenant.id, "tenant.create", AuditOutcome::Allowed)
+        .target("tenant", tenant.id)
+        .detail("slug", tenant.slug.clone())
+        .detail("adminUserId", admin.id.to_string());
+    audit::record(&txn, created).await?;
     let admin_certificate = certificates::issue_with_ca(
         &txn,
         &ca,
@@ -170,7 +177,7 @@ pub async fn create_tenant(
         &admin,
         "initial",
         None,
-        &crate::service::audit::Origin::default(),
+        &audit::Origin::default(),
     )
     .await?;
     txn.commit().await?;

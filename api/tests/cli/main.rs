@@ -632,9 +632,11 @@ async fn audit_export_writes_jsonl_and_csv_oldest_first() {
     let events = parse_jsonl(&jsonl);
     assert_export_shape(&events);
     assert_eq!(events[0]["seq"], 1, "the whole log, from its start");
-    // Tenant creation issued the admin's certificate; then the logins through the server.
-    assert_eq!(events[0]["action"], "certificate.issue", "{:#?}", events);
-    assert!(events[0]["detail"]["serial"].is_string(), "{}", events[0]);
+    // Tenant creation (the tenant, then the admin's certificate); then the logins.
+    assert_eq!(events[0]["action"], "tenant.create", "{:#?}", events);
+    assert_eq!(events[0]["detail"]["slug"], "kita", "{}", events[0]);
+    assert_eq!(events[1]["action"], "certificate.issue", "{:#?}", events);
+    assert!(events[1]["detail"]["serial"].is_string(), "{}", events[1]);
     assert_eq!(count_action(&events, "login.failure"), 2, "{events:#?}");
     assert_eq!(count_action(&events, "login.success"), 1, "{events:#?}");
     let failures: Vec<&serde_json::Value> = events

@@ -41,11 +41,8 @@ impl AccountMutation {
         let caller = ctx.caller().await?;
         let state = ctx.state()?;
         let cap = admin_of(state, caller, &user_id, AdminScope::Delegable).await?;
-        let txn = crate::db::begin_write(&state.db)
-            .await
-            .map_err(AppError::from)?;
         let issuance = certificates::issue(
-            &txn,
+            &state.db,
             &state.master_key,
             &caller.tenant,
             &cap.target,
@@ -54,7 +51,6 @@ impl AccountMutation {
             &caller.origin(ctx.request()?),
         )
         .await?;
-        txn.commit().await.map_err(AppError::from)?;
         Ok(CertificateIssuance::from_issuance(issuance, caller.tz()))
     }
 
