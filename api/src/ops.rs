@@ -75,10 +75,7 @@ impl Ops {
         tenant: &str,
         within: std::time::Duration,
     ) -> anyhow::Result<Vec<ExpiringRow>> {
-        let t = tenants::by_slug(&self.db, tenant)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?
-            .with_context(|| format!("no tenant '{tenant}'"))?;
+        let t = self.tenant(tenant).await?;
         let tz: chrono_tz::Tz = t.time_zone.parse().unwrap_or(chrono_tz::Asia::Tokyo);
         let until = crate::service::now()
             + chrono::Duration::from_std(within).context("period too long")?;
@@ -94,6 +91,14 @@ impl Ops {
                 not_after: c.not_after.with_timezone(&tz).to_rfc3339(),
             })
             .collect())
+    }
+
+    /// The tenant named on the command line; an unknown slug is a usage error (exit 2).
+    pub(crate) async fn tenant(&self, slug: &str) -> anyhow::Result<entity::tenant::Model> {
+        tenants::by_slug(&self.db, slug)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?
+            .ok_or_else(|| crate::ops_audit::UsageError(format!("no tenant '{slug}'")).into())
     }
 
     pub(crate) fn master_key(&self) -> &MasterKey {

@@ -11,7 +11,6 @@ use entity::audit_event;
 
 use crate::ops::{Ops, describe};
 use crate::service::audit::{self, ChainReport, Filter, Purged};
-use crate::service::tenants;
 
 /// A refusal caused by the command line itself (exit code 2, like a bad setting).
 #[derive(Debug)]
@@ -103,13 +102,6 @@ fn csv_field(value: &Value) -> String {
 }
 
 impl Ops {
-    async fn tenant(&self, slug: &str) -> anyhow::Result<entity::tenant::Model> {
-        tenants::by_slug(&self.db, slug)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?
-            .ok_or_else(|| UsageError(format!("no tenant '{slug}'")).into())
-    }
-
     /// Writes the tenant's events in `[from, to)`, oldest first; returns how many.
     pub async fn audit_export(
         &self,

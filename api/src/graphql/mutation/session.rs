@@ -105,23 +105,16 @@ impl SessionMutation {
             .revoke_user(caller.user.id)
             .await
             .map_err(AppError::unavailable)?;
-        let origin = caller.origin(ctx.request()?);
-        let events = ended
-            .iter()
-            .map(|hash| {
-                Event::new(caller.tenant.id, "session.revoke", AuditOutcome::Allowed)
-                    .by(&origin)
-                    .session(hash.clone())
-                    .target("user", caller.user.id)
-                    .detail("reason", "logout_everywhere")
-            })
-            .collect();
-        let txn = crate::db::begin_write(&state.db)
-            .await
-            .map_err(AppError::from)?;
-        audit::record_all(&txn, events).await?;
-        txn.commit().await.map_err(AppError::from)?;
-        Ok(i32::try_from(ended.len()).unwrap_or(i32::MAX))
+        let count = i32::try_from(ended.len()).unwrap_or(i32::MAX);
+        accounts::record_session_revocations(
+            state,
+            &caller.user,
+            &caller.origin(ctx.request()?),
+            ended,
+            "logout_everywhere",
+        )
+        .await?;
+        Ok(count)
     }
 
     /// At least 8 characters from 3 of upper, lower, digit, symbol; not the login ID or name,
