@@ -144,6 +144,21 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Window of the per-IP login failure limit.",
     },
     Setting {
+        key: "registration_ip_max_submissions",
+        default: "10",
+        doc: "Registrations (`submitRegistration`, public) one client IP may file per `public_rate_window_seconds` before `RATE_LIMITED`.",
+    },
+    Setting {
+        key: "application_status_ip_max_lookups",
+        default: "60",
+        doc: "Public `applicationStatus` lookups one client IP may make per `public_rate_window_seconds` before `RATE_LIMITED`.",
+    },
+    Setting {
+        key: "public_rate_window_seconds",
+        default: "3600",
+        doc: "Window of the per-IP limits on the public registration endpoints.",
+    },
+    Setting {
         key: "password_hash_concurrency",
         default: "0",
         doc: "Argon2id hashes running at once, on threads of lowest CPU priority (Linux SCHED_IDLE); 0 = half the CPUs (at least 1). Bounds the memory and CPU a login storm can take from other requests.",
@@ -286,6 +301,9 @@ pub struct Config {
     pub lockout: Duration,
     pub login_ip_max_failures: u64,
     pub login_ip_window: Duration,
+    pub registration_ip_max_submissions: u64,
+    pub application_status_ip_max_lookups: u64,
+    pub public_rate_window: Duration,
     pub password_hash_concurrency: usize,
     pub certificate_check_interval: Duration,
     pub audit_retention_days: u32,
@@ -667,6 +685,13 @@ impl Config {
             login_ip_max_failures: raw
                 .positive("login_ip_max_failures", "a positive whole number")?,
             login_ip_window: secs("login_ip_window_seconds")?,
+            registration_ip_max_submissions: raw
+                .positive("registration_ip_max_submissions", "a positive whole number")?,
+            application_status_ip_max_lookups: raw.positive(
+                "application_status_ip_max_lookups",
+                "a positive whole number",
+            )?,
+            public_rate_window: secs("public_rate_window_seconds")?,
             password_hash_concurrency: raw.parse("password_hash_concurrency", "a whole number")?,
             certificate_check_interval: secs("certificate_check_interval_seconds")?,
             audit_retention_days: raw.parse("audit_retention_days", "a whole number of days")?,

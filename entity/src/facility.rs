@@ -11,6 +11,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub tenant_id: Uuid,
+    /// `F0012`: the number in the city's register; staff log in as `f0012-001`.
+    pub code: Option<String>,
     pub kind: FacilityKind,
     pub name: String,
     pub address: Option<String>,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
     db_type = "String(StringLen::N(32))",
     rename_all = "SCREAMING_SNAKE_CASE"
 )]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Role {
     PlatformOperator,
     CityAdmin,
@@ -26,6 +27,7 @@ pub enum Role {
     db_type = "String(StringLen::N(16))",
     rename_all = "SCREAMING_SNAKE_CASE"
 )]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AccountStatus {
     Active,
     Locked,
@@ -40,6 +42,7 @@ pub enum AccountStatus {
     db_type = "String(StringLen::N(32))",
     rename_all = "SCREAMING_SNAKE_CASE"
 )]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum FacilityKind {
     MedicalInstitution,
     CareProvider,
@@ -53,6 +56,7 @@ pub enum FacilityKind {
     db_type = "String(StringLen::N(32))",
     rename_all = "SCREAMING_SNAKE_CASE"
 )]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Occupation {
     Physician,
     Dentist,
@@ -82,6 +86,7 @@ pub enum Occupation {
     db_type = "String(StringLen::N(16))",
     rename_all = "SCREAMING_SNAKE_CASE"
 )]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CertificateStatus {
     Active,
     Revoked,
@@ -97,6 +102,7 @@ pub enum CertificateStatus {
     db_type = "String(StringLen::N(16))",
     rename_all = "SCREAMING_SNAKE_CASE"
 )]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AuditOutcome {
     /// Done as asked.
     Allowed,
@@ -104,4 +110,45 @@ pub enum AuditOutcome {
     Denied,
     /// Tried and failed (wrong password, invalid input on a security operation).
     Failed,
+}
+
+/// Which paper form an application replaces.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
+#[sea_orm(
+    rs_type = "String",
+    db_type = "String(StringLen::N(32))",
+    rename_all = "SCREAMING_SNAKE_CASE"
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ApplicationKind {
+    /// Forms 4 + 1-2 or 2-2A + 5.
+    Registration,
+    /// Form 7.
+    Change,
+    /// Form 3.
+    Suspension,
+    /// Forms 8 + 9.
+    RoomCreation,
+    /// Form 9 (or 7).
+    RoomMembership,
+    /// No form: end-of-service note, then the city closes the room.
+    RoomClosure,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
+#[sea_orm(
+    rs_type = "String",
+    db_type = "String(StringLen::N(16))",
+    rename_all = "SCREAMING_SNAKE_CASE"
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ApplicationStatus {
+    Submitted,
+    Approved,
+    Rejected,
+    Withdrawn,
 }

@@ -1,9 +1,11 @@
 //! SeaORM entities: the tables, nothing else. GraphQL types and business rules live in `api`.
 
+pub mod application;
 pub mod audit_chain_head;
 pub mod audit_checkpoint;
 pub mod audit_event;
 pub mod certificate;
+pub mod counter;
 pub mod facility;
 pub mod kinds;
 pub mod password_history;

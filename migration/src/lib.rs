@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_tenants_facilities_users;
 mod m20261124_000002_pki_and_passwords;
 mod m20261124_000003_audit;
+mod m20261124_000004_applications;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_tenants_facilities_users::Migration),
             Box::new(m20261124_000002_pki_and_passwords::Migration),
             Box::new(m20261124_000003_audit::Migration),
+            Box::new(m20261124_000004_applications::Migration),
         ]
     }
 }

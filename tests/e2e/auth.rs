@@ -114,16 +114,28 @@ fn strong_password() -> String {
     format!("Tq{}-8#Lw", &Uuid::new_v4().simple().to_string()[..10])
 }
 
-/// A session of someone past the initial password change, for tests about something else.
-/// The flag is cleared in the database rather than through `changePassword` (tested on its own
+/// A session of someone past the initial password change and the pledge, for tests about
+/// something else. The flags are set in the database rather than through the API (tested on its own
 /// below): in a debug build each Argon2id run takes about half a second, and a real change
 /// takes three.
 async fn working_session(app: &TestApp, person: &Person) -> TestClient {
     mark_password_changed(app, person.id).await;
+    mark_pledged(app, person.id).await;
     let client = session(app, person).await;
     let me = client.graphql(ME, json!({})).await;
     assert_eq!(me.ok()["me"]["mustChangePassword"], false, "{}", me.body);
     client
+}
+
+async fn mark_pledged(app: &TestApp, id: Uuid) {
+    let user = entity::user::Entity::find_by_id(id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut active = user.into_active_model();
+    active.pledge_accepted_at = Set(Some(chrono::Utc::now()));
+    active.update(&app.db).await.unwrap();
 }
 
 async fn mark_password_changed(app: &TestApp, id: Uuid) {
@@ -1791,6 +1803,7 @@ async fn a_trusted_proxys_certificate_header_logs_in_and_binds_the_session() {
 
     // A revoked certificate in the header is refused too (the CRL applies to headers).
     mark_password_changed(&app, admin.id).await;
+    mark_pledged(&app, admin.id).await;
     let admin_client = proxied_client(&app, &admin_pem, &[]);
     let first = attempt_as(&admin_client, &admin, &admin.password).await;
     let admin_client = admin_client.with_token(token_of(&first));

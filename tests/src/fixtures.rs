@@ -2,7 +2,7 @@
 //! logged in through the real API over TLS with their real PKCS#12 bundles.
 
 use base64::Engine as _;
-use sea_orm::{ActiveModelTrait as _, Set};
+use sea_orm::{ActiveModelTrait as _, EntityTrait as _, IntoActiveModel as _, Set};
 use secrecy::ExposeSecret as _;
 use serde_json::json;
 use uuid::Uuid;
@@ -89,27 +89,26 @@ impl TestApp {
         }
     }
 
-    /// A facility of the tenant.
+    /// A facility of the tenant, registered as the city's approval would (with a code).
     pub async fn create_facility(&self, tenant_id: Uuid, name: &str) -> Uuid {
-        let now = chrono::Utc::now();
-        let id = Uuid::now_v7();
-        entity::facility::ActiveModel {
-            id: Set(id),
-            tenant_id: Set(tenant_id),
-            kind: Set(FacilityKind::MedicalInstitution),
-            name: Set(name.into()),
-            address: Set(Some("1-1 Chuo".into())),
-            phone: Set(Some("03-0000-0000".into())),
-            representative_name: Set(Some("Rep".into())),
-            inside_municipality: Set(true),
-            status: Set(AccountStatus::Active),
-            created_at: Set(now),
-            updated_at: Set(now),
-        }
-        .insert(&self.db)
+        let txn = renkei::db::begin_write(&self.db).await.unwrap();
+        let facility = renkei::service::facilities::create(
+            &txn,
+            tenant_id,
+            renkei::service::facilities::NewFacility {
+                kind: FacilityKind::MedicalInstitution,
+                name: name.into(),
+                address: "1-1 Chuo".into(),
+                phone: "03-0000-0000".into(),
+                representative_name: "Rep".into(),
+                inside_municipality: true,
+            },
+            &renkei::service::audit::Origin::default(),
+        )
         .await
         .unwrap();
-        id
+        txn.commit().await.unwrap();
+        facility.id
     }
 
     /// A user with a random initial password (must change it) and a certificate.
@@ -195,6 +194,23 @@ impl TestApp {
             .await;
         let token = resp.ok()["login"]["token"].as_str().unwrap().to_string();
         client.with_token(token)
+    }
+
+    /// A session of someone past the initial password change and the pledge, for tests about
+    /// something else. Both flags are set in the database rather than through the API (tested
+    /// on their own): in a debug build a real password change costs seconds of Argon2id.
+    pub async fn ready_session(&self, person: &Person) -> TestClient {
+        let user = entity::user::Entity::find_by_id(person.id)
+            .one(&self.db)
+            .await
+            .unwrap()
+            .expect("person exists");
+        let mut active = user.into_active_model();
+        active.must_change_password = Set(false);
+        active.pledge_accepted_at = Set(Some(chrono::Utc::now()));
+        active.pledge_version = Set(Some(renkei::service::accounts::PLEDGE_VERSION.into()));
+        active.update(&self.db).await.unwrap();
+        self.login(person).await
     }
 
     /// Logs in, replaces the initial password with a good one and accepts the pledge: a user

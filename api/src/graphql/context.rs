@@ -76,8 +76,11 @@ impl Caller {
 pub trait ContextExt {
     fn state(&self) -> AppResult<&AppState>;
     fn request(&self) -> AppResult<&RequestContext>;
-    /// The caller, refused with PASSWORD_CHANGE_REQUIRED until the initial password is changed.
+    /// The caller, ready for work: refused with PASSWORD_CHANGE_REQUIRED until the initial
+    /// password is changed, then with PLEDGE_REQUIRED until the pledge (form 6) is accepted.
     fn caller(&self) -> impl std::future::Future<Output = AppResult<&Caller>> + Send;
+    /// The caller once the password is changed, pledge or not: `acceptPledge`, `tenant`.
+    fn caller_before_pledge(&self) -> impl std::future::Future<Output = AppResult<&Caller>> + Send;
     /// The caller even before the password change: only `me`, `changePassword`, `logout`.
     fn caller_before_password_change(
         &self,
@@ -97,6 +100,14 @@ impl ContextExt for Context<'_> {
     }
 
     async fn caller(&self) -> AppResult<&Caller> {
+        let caller = self.caller_before_pledge().await?;
+        if caller.user.pledge_accepted_at.is_none() {
+            return Err(AppError::PledgeRequired);
+        }
+        Ok(caller)
+    }
+
+    async fn caller_before_pledge(&self) -> AppResult<&Caller> {
         let caller = self.caller_before_password_change().await?;
         if caller.user.must_change_password {
             return Err(AppError::PasswordChangeRequired);

@@ -1,5 +1,6 @@
 //! The GraphQL schema: root types merged from one module per domain.
 
+pub mod applications;
 pub mod context;
 mod denials;
 pub mod mutation;

@@ -100,6 +100,9 @@ pub struct Tenant {
     pub id: ID,
     pub slug: String,
     pub name: String,
+    /// Rule ⑫: facility admins may issue and revoke certificates, unlock and reset passwords
+    /// of their own facility's users.
+    pub facility_admin_delegation: bool,
 }
 
 impl From<&tenant::Model> for Tenant {
@@ -108,6 +111,88 @@ impl From<&tenant::Model> for Tenant {
             id: ID(t.id.to_string()),
             slug: t.slug.clone(),
             name: t.name.clone(),
+            facility_admin_delegation: t.facility_admin_delegation,
+        }
+    }
+}
+
+impl PageInfo {
+    /// Page information of a forward page whose edges carry these cursors.
+    pub fn forward(cursors: &[String], has_next_page: bool, after: bool) -> PageInfo {
+        PageInfo {
+            has_next_page,
+            has_previous_page: after,
+            start_cursor: cursors.first().cloned(),
+            end_cursor: cursors.last().cloned(),
+        }
+    }
+}
+
+/// The total of a connection as the contract's `Int`.
+pub fn total(n: u64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+#[derive(SimpleObject)]
+pub struct FacilityEdge {
+    pub cursor: String,
+    pub node: Facility,
+}
+
+#[derive(SimpleObject)]
+pub struct FacilityConnection {
+    pub edges: Vec<FacilityEdge>,
+    pub page_info: PageInfo,
+    pub total_count: i32,
+}
+
+impl FacilityConnection {
+    pub fn new(page: crate::service::page::Page<facility::Model>, after: bool) -> Self {
+        let edges: Vec<FacilityEdge> = page
+            .items
+            .into_iter()
+            .map(|model| FacilityEdge {
+                cursor: crate::service::page::cursor("facilities", model.id),
+                node: Facility { model },
+            })
+            .collect();
+        let cursors: Vec<String> = edges.iter().map(|e| e.cursor.clone()).collect();
+        FacilityConnection {
+            page_info: PageInfo::forward(&cursors, page.has_next, after),
+            total_count: total(page.total),
+            edges,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct UserEdge {
+    pub cursor: String,
+    pub node: User,
+}
+
+#[derive(SimpleObject)]
+pub struct UserConnection {
+    pub edges: Vec<UserEdge>,
+    pub page_info: PageInfo,
+    pub total_count: i32,
+}
+
+impl UserConnection {
+    pub fn new(page: crate::service::page::Page<user::Model>, after: bool, tz: Tz) -> Self {
+        let edges: Vec<UserEdge> = page
+            .items
+            .into_iter()
+            .map(|model| UserEdge {
+                cursor: crate::service::page::cursor("users", model.id),
+                node: User::new(model, tz),
+            })
+            .collect();
+        let cursors: Vec<String> = edges.iter().map(|e| e.cursor.clone()).collect();
+        UserConnection {
+            page_info: PageInfo::forward(&cursors, page.has_next, after),
+            total_count: total(page.total),
+            edges,
         }
     }
 }
@@ -124,8 +209,15 @@ impl Facility {
     async fn kind(&self) -> FacilityKind {
         self.model.kind.into()
     }
+    /// `F0012`: the number in the city's register; its staff log in as `f0012-001`.
+    async fn code(&self) -> Option<&str> {
+        self.model.code.as_deref()
+    }
     async fn name(&self) -> &str {
         &self.model.name
+    }
+    async fn representative_name(&self) -> Option<&str> {
+        self.model.representative_name.as_deref()
     }
     async fn address(&self) -> Option<&str> {
         self.model.address.as_deref()
@@ -138,6 +230,27 @@ impl Facility {
     }
     async fn status(&self) -> AccountStatus {
         self.model.status.into()
+    }
+    /// CITY_ADMIN, or FACILITY_ADMIN/STAFF of this facility.
+    async fn staff(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<UserConnection> {
+        use crate::service::{page, register};
+        let caller = ctx.caller().await?;
+        let scope = authz::register_scope(&caller.user)?;
+        let facility_id = scope.facility(&self.model)?;
+        let first = page::first(first)?;
+        let after_id = page::after("users", after.as_deref())?;
+        let state = ctx.state()?;
+        let filter = register::UserFilter {
+            facility_id: Some(facility_id),
+            ..register::UserFilter::default()
+        };
+        let found = register::users(&state.db, scope, &filter, first, after_id).await?;
+        Ok(UserConnection::new(found, after_id.is_some(), caller.tz()))
     }
 }
 

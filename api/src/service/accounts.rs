@@ -1,22 +1,22 @@
 //! The caller's own account (password, pledge) and administration of others' (unlock, reset,
-//! certificates), the latter only through an `authz::UserAdmin` capability.
+//! suspension, reactivation), the latter only through capabilities from `authz`.
 
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _,
-    QuerySelect as _, Set,
+    ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
+    QueryOrder as _, QuerySelect as _, Set,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
-use entity::kinds::{AccountStatus, AuditOutcome};
-use entity::{password_history, user};
+use entity::kinds::{AccountStatus, AuditOutcome, CertificateStatus};
+use entity::{certificate, password_history, user};
 
 use crate::auth::password::{PasswordError, PasswordPolicy};
-use crate::auth::pki;
+use crate::auth::pki::{self, MasterKey, RevocationReason};
 use crate::authz::UserAdmin;
 use crate::error::{AppError, AppResult};
 use crate::service::audit::{self, Event, Origin};
-use crate::service::now;
+use crate::service::{certificates, memberships, now};
 use crate::state::AppState;
 
 /// The version of the staff pledge (form 6) a user accepts.
@@ -243,5 +243,122 @@ pub async fn accept_pledge(
         .detail("version", PLEDGE_VERSION);
     audit::record(&txn, event).await?;
     txn.commit().await?;
+    Ok(updated)
+}
+
+/// What a suspension changed in the database; [`finish_suspension`] ends the sessions and
+/// reloads TLS trust once it is committed.
+#[derive(Debug, Default)]
+pub struct Suspension {
+    pub users: Vec<user::Model>,
+    pub revoked_certificates: usize,
+}
+
+/// Suspends `users` (form 3, or `suspendUser`) in the caller's transaction: each becomes
+/// SUSPENDED with the reason, every ACTIVE certificate is revoked (one new CRL), and their
+/// room memberships and invitations end. Users already suspended are left as they are.
+pub async fn suspend_in(
+    db: &impl ConnectionTrait,
+    master_key: &MasterKey,
+    tenant_id: Uuid,
+    users: Vec<user::Model>,
+    reason: &str,
+    origin: &Origin,
+) -> AppResult<Suspension> {
+    let at = now();
+    let mut suspended = Vec::with_capacity(users.len());
+    for target in users {
+        if target.status == AccountStatus::Suspended {
+            continue;
+        }
+        let mut active: user::ActiveModel = target.into();
+        active.status = Set(AccountStatus::Suspended);
+        active.suspension_reason = Set(Some(reason.to_string()));
+        active.locked_until = Set(None);
+        active.updated_at = Set(at);
+        let updated = active.update(db).await?;
+        let event = Event::new(tenant_id, "user.suspend", AuditOutcome::Allowed)
+            .by(origin)
+            .target("user", updated.id)
+            .detail("reason", reason.to_string());
+        audit::record(db, event).await?;
+        suspended.push(updated);
+    }
+    let ids: Vec<Uuid> = suspended.iter().map(|u| u.id).collect();
+    let certificates = certificate::Entity::find()
+        .filter(certificate::Column::UserId.is_in(ids.iter().copied()))
+        .filter(certificate::Column::Status.eq(CertificateStatus::Active))
+        .all(db)
+        .await?;
+    let revoked_certificates = certificates.len();
+    for cert in certificates {
+        certificates::mark_revoked(
+            db,
+            cert,
+            RevocationReason::PrivilegeWithdrawn.as_str(),
+            origin,
+        )
+        .await?;
+    }
+    if revoked_certificates > 0 {
+        certificates::regenerate_crl(db, master_key, tenant_id).await?;
+    }
+    memberships::end_for_suspended_users(db, tenant_id, &ids, origin).await?;
+    Ok(Suspension {
+        users: suspended,
+        revoked_certificates,
+    })
+}
+
+/// After the suspension committed: every session of the suspended users ends now (their next
+/// request is refused anyway, as `resolve` checks the status), and TLS trust reloads.
+pub async fn finish_suspension(
+    state: &AppState,
+    suspension: &Suspension,
+    origin: &Origin,
+) -> AppResult<()> {
+    for user in &suspension.users {
+        let ended = state
+            .sessions
+            .revoke_user(user.id)
+            .await
+            .map_err(AppError::unavailable)?;
+        record_session_revocations(state, user, origin, ended, "account_suspended").await?;
+    }
+    if suspension.revoked_certificates > 0 {
+        state.trust_changed().await;
+    }
+    Ok(())
+}
+
+/// Lifts a suspension (CITY_ADMIN). Certificates stay revoked: the user needs a new one.
+pub async fn reactivate_user(
+    db: &impl ConnectionTrait,
+    target: user::Model,
+    origin: &Origin,
+) -> AppResult<user::Model> {
+    if target.status != AccountStatus::Suspended {
+        return Err(AppError::Conflict("the account is not suspended".into()));
+    }
+    if let Some(facility_id) = target.facility_id
+        && crate::service::users::facility(db, facility_id)
+            .await?
+            .is_some_and(|f| f.status == AccountStatus::Suspended)
+    {
+        return Err(AppError::Conflict(
+            "the user's facility is suspended: reactivate the facility first".into(),
+        ));
+    }
+    let mut active: user::ActiveModel = target.into();
+    active.status = Set(AccountStatus::Active);
+    active.suspension_reason = Set(None);
+    active.failed_login_count = Set(0);
+    active.locked_until = Set(None);
+    active.updated_at = Set(now());
+    let updated = active.update(db).await?;
+    let event = Event::new(updated.tenant_id, "user.reactivate", AuditOutcome::Allowed)
+        .by(origin)
+        .target("user", updated.id);
+    audit::record(db, event).await?;
     Ok(updated)
 }

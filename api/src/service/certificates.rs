@@ -96,7 +96,12 @@ pub async fn issue(
     origin: &Origin,
 ) -> AppResult<Issuance> {
     let ca = load_ca(db, master_key, tenant.id).await?;
-    let prepared = prepare(&ca, tenant, user, device_label, encoding).await?;
+    if user.status == entity::kinds::AccountStatus::Suspended {
+        return Err(AppError::Conflict(
+            "the account is suspended: reactivate it before issuing a certificate".into(),
+        ));
+    }
+    let prepared = prepare(&ca, tenant, user.id, &user.login_id, device_label, encoding).await?;
     let txn = crate::db::begin_write(db).await?;
     let issuance = store(&txn, prepared, origin).await?;
     txn.commit().await?;
@@ -113,14 +118,15 @@ pub async fn issue_with_ca(
     encoding: Option<Pkcs12Encoding>,
     origin: &Origin,
 ) -> AppResult<Issuance> {
-    let prepared = prepare(ca, tenant, user, device_label, encoding).await?;
+    let prepared = prepare(ca, tenant, user.id, &user.login_id, device_label, encoding).await?;
     store(db, prepared, origin).await
 }
 
 pub async fn prepare(
     ca: &CaMaterial,
     tenant: &tenant::Model,
-    user: &user::Model,
+    user_id: Uuid,
+    login_id: &str,
     device_label: &str,
     encoding: Option<Pkcs12Encoding>,
 ) -> AppResult<Prepared> {
@@ -138,7 +144,7 @@ pub async fn prepare(
     let (issued, pkcs12_der) = {
         let ca = ca.clone();
         let slug = tenant.slug.clone();
-        let login_id = user.login_id.clone();
+        let login_id = login_id.to_string();
         let password = password.clone();
         tokio::task::spawn_blocking(move || -> Result<_, pki::PkiError> {
             let issued = pki::issue_client_certificate(&ca, &slug, &login_id, validity_days)?;
@@ -162,7 +168,7 @@ pub async fn prepare(
         encoding,
         device_label,
         tenant_id: tenant.id,
-        user_id: user.id,
+        user_id,
     })
 }
 
@@ -235,17 +241,31 @@ pub async fn revoke(
         return Err(AppError::Conflict("certificate already revoked".into()));
     }
     let tenant_id = certificate.tenant_id;
+    let revoked = mark_revoked(db, certificate, &reason, origin).await?;
+    regenerate_crl(db, master_key, tenant_id).await?;
+    Ok(revoked)
+}
+
+/// Marks one certificate REVOKED and records `certificate.revoke`; the caller regenerates the
+/// CRL once for all it revoked.
+pub async fn mark_revoked(
+    db: &impl ConnectionTrait,
+    certificate: certificate::Model,
+    reason: &str,
+    origin: &Origin,
+) -> AppResult<certificate::Model> {
+    let tenant_id = certificate.tenant_id;
     let mut active: certificate::ActiveModel = certificate.into();
     active.status = Set(CertificateStatus::Revoked);
     active.revoked_at = Set(Some(now()));
-    active.revocation_reason = Set(Some(reason));
+    active.revocation_reason = Set(Some(reason.to_string()));
     let revoked = active.update(db).await?;
-    regenerate_crl(db, master_key, tenant_id).await?;
     let event = Event::new(tenant_id, "certificate.revoke", AuditOutcome::Allowed)
         .by(origin)
         .target("certificate", revoked.id)
         .detail("serial", revoked.serial_hex.clone())
-        .detail("userId", revoked.user_id.to_string());
+        .detail("userId", revoked.user_id.to_string())
+        .detail("reason", reason.to_string());
     audit::record(db, event).await?;
     Ok(revoked)
 }

@@ -2,9 +2,16 @@
 //! code runs inside or outside a transaction, and they know nothing of GraphQL.
 
 pub mod accounts;
+pub mod applications;
 pub mod audit;
 pub mod certificates;
+pub mod counters;
+pub mod facilities;
+pub mod forms;
 pub mod login;
+pub mod memberships;
+pub mod page;
+pub mod register;
 pub mod tenants;
 pub mod users;
 

@@ -11,7 +11,7 @@ use sea_orm::{
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
-use entity::kinds::{AccountStatus, AuditOutcome, Occupation, Role};
+use entity::kinds::{AuditOutcome, Occupation, Role};
 use entity::{tenant, tenant_ca, user};
 
 use crate::auth::password::PasswordHasher;
@@ -19,7 +19,7 @@ use crate::auth::pki::{self, MasterKey, Pkcs12Encoding};
 use crate::error::{AppError, AppResult};
 use crate::service::audit::{self, Event};
 use crate::service::certificates::{self, Issuance};
-use crate::service::now;
+use crate::service::{now, users};
 
 pub struct NewTenant {
     pub slug: String,
@@ -140,29 +140,22 @@ pub async fn create_tenant(
     }
     .insert(&txn)
     .await?;
-    let admin = user::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        tenant_id: Set(tenant_id),
-        facility_id: Set(None),
-        login_id: Set(input.admin_login_id.clone()),
-        display_name: Set(input.admin_display_name.clone()),
-        display_name_kana: Set(None),
-        email: Set(None),
-        occupation: Set(Occupation::MunicipalOfficer),
-        role: Set(Role::CityAdmin),
-        status: Set(AccountStatus::Active),
-        password_hash: Set(Some(user::PasswordHash(password_hash))),
-        must_change_password: Set(true),
-        password_changed_at: Set(None),
-        pledge_accepted_at: Set(None),
-        pledge_version: Set(None),
-        failed_login_count: Set(0),
-        locked_until: Set(None),
-        suspension_reason: Set(None),
-        created_at: Set(at),
-        updated_at: Set(at),
-    }
-    .insert(&txn)
+    let admin = users::insert(
+        &txn,
+        users::NewUser {
+            id: Uuid::now_v7(),
+            tenant_id,
+            facility_id: None,
+            login_id: input.admin_login_id.clone(),
+            display_name: input.admin_display_name.clone(),
+            display_name_kana: None,
+            email: None,
+            occupation: Occupation::MunicipalOfficer,
+            role: Role::CityAdmin,
+            password_hash,
+        },
+        &audit::Origin::default(),
+    )
     .await?;
     // Operator actions have no logged-in actor: the events say so by having none.
     let created = Event::new(tenant.id, "tenant.create", AuditOutcome::Allowed)
@@ -277,4 +270,28 @@ pub async fn ca_and_crl(
         return Ok(None);
     };
     Ok(tenant_ca::Entity::find_by_id(tenant.id).one(db).await?)
+}
+
+/// Switches rule ⑫ (facility admins manage their own staff's certificates and passwords) and
+/// records `tenant.update`.
+pub async fn set_facility_admin_delegation(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    enabled: bool,
+    origin: &audit::Origin,
+) -> AppResult<tenant::Model> {
+    let tenant = tenant::Entity::find_by_id(tenant_id)
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let mut active: tenant::ActiveModel = tenant.into();
+    active.facility_admin_delegation = Set(enabled);
+    active.updated_at = Set(now());
+    let updated = active.update(db).await?;
+    let event = Event::new(tenant_id, "tenant.update", AuditOutcome::Allowed)
+        .by(origin)
+        .target("tenant", tenant_id)
+        .detail("facilityAdminDelegation", enabled.to_string());
+    audit::record(db, event).await?;
+    Ok(updated)
 }

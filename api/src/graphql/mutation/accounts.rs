@@ -2,13 +2,17 @@
 //! facility's users where the tenant delegates it (rule ⑫).
 
 use async_graphql::{Context, ID, Object, Result};
-use sea_orm::EntityTrait as _;
+use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
+
+use entity::kinds::AccountStatus;
 
 use crate::authz::{self, AdminScope};
 use crate::error::AppError;
 use crate::graphql::context::{Caller, ContextExt as _};
-use crate::graphql::types::{Certificate, CertificateIssuance, Pkcs12Encoding, User};
-use crate::service::{accounts, certificates, users};
+use crate::graphql::types::{
+    Certificate, CertificateIssuance, Facility, Pkcs12Encoding, Tenant, User,
+};
+use crate::service::{accounts, certificates, facilities, forms, tenants, users};
 use crate::state::AppState;
 
 #[derive(Default)]
@@ -118,5 +122,159 @@ impl AccountMutation {
         let (_, password) =
             accounts::reset_password(state, cap, &caller.origin(ctx.request()?)).await?;
         Ok(secrecy::ExposeSecret::expose_secret(&password).to_string())
+    }
+}
+
+/// What only the city does: suspension and reactivation, facility status, the delegation.
+#[derive(Default)]
+pub struct CityAccountMutation;
+
+#[Object]
+impl CityAccountMutation {
+    /// Stops one ID at once (CITY_ADMIN): sessions end, certificates are revoked, room
+    /// memberships end.
+    async fn suspend_user(&self, ctx: &Context<'_>, id: ID, reason: String) -> Result<User> {
+        let caller = ctx.caller().await?;
+        let state = ctx.state()?;
+        let cap = admin_of(state, caller, &id, AdminScope::CityOnly).await?;
+        if cap.target.id == caller.user.id {
+            return Err(AppError::bad_input("id", "you cannot suspend yourself").into());
+        }
+        if cap.target.status == AccountStatus::Suspended {
+            return Err(AppError::Conflict("the account is already suspended".into()).into());
+        }
+        let reason = forms::reason("reason", &reason)?;
+        let origin = caller.origin(ctx.request()?);
+        let txn = crate::db::begin_write(&state.db)
+            .await
+            .map_err(AppError::from)?;
+        let suspension = accounts::suspend_in(
+            &txn,
+            &state.master_key,
+            caller.tenant.id,
+            vec![cap.target],
+            &reason,
+            &origin,
+        )
+        .await?;
+        txn.commit().await.map_err(AppError::from)?;
+        accounts::finish_suspension(state, &suspension, &origin).await?;
+        let user = suspension
+            .users
+            .into_iter()
+            .next()
+            .ok_or_else(|| AppError::Conflict("the account is already suspended".into()))?;
+        Ok(User::new(user, caller.tz()))
+    }
+
+    /// Lifts a suspension (CITY_ADMIN). The user then needs a new certificate.
+    async fn reactivate_user(&self, ctx: &Context<'_>, id: ID) -> Result<User> {
+        let caller = ctx.caller().await?;
+        let state = ctx.state()?;
+        let cap = admin_of(state, caller, &id, AdminScope::CityOnly).await?;
+        let txn = crate::db::begin_write(&state.db)
+            .await
+            .map_err(AppError::from)?;
+        let user =
+            accounts::reactivate_user(&txn, cap.target, &caller.origin(ctx.request()?)).await?;
+        txn.commit().await.map_err(AppError::from)?;
+        Ok(User::new(user, caller.tz()))
+    }
+
+    /// Suspends a facility and everyone in it (CITY_ADMIN).
+    async fn suspend_facility(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: String,
+    ) -> Result<Facility> {
+        let caller = ctx.caller().await?;
+        let cap = authz::city_admin(&caller.user)?;
+        let state = ctx.state()?;
+        let facility =
+            facilities::in_tenant(&state.db, cap.tenant_id, users::parse_id(&id)?).await?;
+        if facility.status == AccountStatus::Suspended {
+            return Err(AppError::Conflict("the facility is already suspended".into()).into());
+        }
+        let reason = forms::reason("reason", &reason)?;
+        let origin = caller.origin(ctx.request()?);
+        let txn = crate::db::begin_write(&state.db)
+            .await
+            .map_err(AppError::from)?;
+        let facility = facilities::set_status(
+            &txn,
+            facility,
+            AccountStatus::Suspended,
+            Some(&reason),
+            &origin,
+        )
+        .await?;
+        let people = entity::user::Entity::find()
+            .filter(entity::user::Column::FacilityId.eq(facility.id))
+            .all(&txn)
+            .await
+            .map_err(AppError::from)?;
+        let suspension = accounts::suspend_in(
+            &txn,
+            &state.master_key,
+            cap.tenant_id,
+            people,
+            &reason,
+            &origin,
+        )
+        .await?;
+        txn.commit().await.map_err(AppError::from)?;
+        accounts::finish_suspension(state, &suspension, &origin).await?;
+        Ok(Facility { model: facility })
+    }
+
+    /// Lifts a facility's suspension (CITY_ADMIN); its users stay suspended until each is
+    /// reactivated with `reactivateUser`.
+    async fn reactivate_facility(&self, ctx: &Context<'_>, id: ID) -> Result<Facility> {
+        let caller = ctx.caller().await?;
+        let cap = authz::city_admin(&caller.user)?;
+        let state = ctx.state()?;
+        let facility =
+            facilities::in_tenant(&state.db, cap.tenant_id, users::parse_id(&id)?).await?;
+        if facility.status != AccountStatus::Suspended {
+            return Err(AppError::Conflict("the facility is not suspended".into()).into());
+        }
+        let txn = crate::db::begin_write(&state.db)
+            .await
+            .map_err(AppError::from)?;
+        let facility = facilities::set_status(
+            &txn,
+            facility,
+            AccountStatus::Active,
+            None,
+            &caller.origin(ctx.request()?),
+        )
+        .await?;
+        txn.commit().await.map_err(AppError::from)?;
+        Ok(Facility { model: facility })
+    }
+
+    /// Switches rule ⑫ for the caller's tenant (CITY_ADMIN): whether facility admins may
+    /// issue and revoke certificates, unlock and reset passwords of their own staff.
+    async fn set_facility_admin_delegation(
+        &self,
+        ctx: &Context<'_>,
+        enabled: bool,
+    ) -> Result<Tenant> {
+        let caller = ctx.caller().await?;
+        let cap = authz::city_admin(&caller.user)?;
+        let state = ctx.state()?;
+        let txn = crate::db::begin_write(&state.db)
+            .await
+            .map_err(AppError::from)?;
+        let tenant = tenants::set_facility_admin_delegation(
+            &txn,
+            cap.tenant_id,
+            enabled,
+            &caller.origin(ctx.request()?),
+        )
+        .await?;
+        txn.commit().await.map_err(AppError::from)?;
+        Ok(Tenant::from(&tenant))
     }
 }

@@ -3,7 +3,13 @@
 use async_graphql::MergedObject;
 
 mod accounts;
+mod applications;
 mod session;
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(session::SessionMutation, accounts::AccountMutation);
+pub struct Mutation(
+    session::SessionMutation,
+    applications::ApplicationMutation,
+    accounts::AccountMutation,
+    accounts::CityAccountMutation,
+);

@@ -140,7 +140,7 @@ impl SessionMutation {
 
     /// Records the caller's personal-information pledge (form 6).
     async fn accept_pledge(&self, ctx: &Context<'_>) -> Result<User> {
-        let caller = ctx.caller().await?;
+        let caller = ctx.caller_before_pledge().await?;
         let state = ctx.state()?;
         let user =
             accounts::accept_pledge(state, &caller.user, &caller.origin(ctx.request()?)).await?;

@@ -2,8 +2,15 @@
 
 use async_graphql::MergedObject;
 
+mod applications;
 mod audit;
+mod register;
 mod session;
 
 #[derive(MergedObject, Default)]
-pub struct Query(session::SessionQuery, audit::AuditQuery);
+pub struct Query(
+    session::SessionQuery,
+    register::RegisterQuery,
+    applications::ApplicationQuery,
+    audit::AuditQuery,
+);

@@ -22,7 +22,7 @@ impl SessionQuery {
 
     /// The tenant of the logged-in caller.
     async fn tenant(&self, ctx: &Context<'_>) -> Result<Tenant> {
-        let caller = ctx.caller().await?;
+        let caller = ctx.caller_before_pledge().await?;
         Ok(Tenant::from(&caller.tenant))
     }
 
