@@ -1,6 +1,8 @@
 //! Authorization: who may do what, handed to resolvers as capabilities. A service function
 //! that changes another user's account takes a [`UserAdmin`], which only this module creates.
 
+pub mod enforcer;
+
 use entity::kinds::Role;
 use entity::{facility, tenant, user};
 
