@@ -5,6 +5,8 @@
 //! `cargo bench -p renkei-tests --bench authz` — each size runs in a child process of its own so
 //! the resident-memory growth it reports is that size's alone.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Instant;
 
 use renkei::authz::enforcer::{Authorizer, Snapshot};

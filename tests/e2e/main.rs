@@ -1,6 +1,8 @@
 //! End-to-end suite: each test spawns a real server over TLS (see `renkei_tests::spawn_app`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod account_permissions;
+mod applications;
 mod audit;
 mod auth;
 mod graphql_http;

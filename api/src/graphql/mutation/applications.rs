@@ -88,16 +88,20 @@ impl ApplicationMutation {
     ) -> Result<Application> {
         let caller = ctx.caller().await?;
         let state = ctx.state()?;
+        let ids = user_ids
+            .iter()
+            .map(|id| users::parse_id(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Other tenants' ids do not exist, whoever asks.
+        for id in &ids {
+            users::in_tenant(&state.db, caller.tenant.id, *id).await?;
+        }
         let facility_id = caller
             .user
             .facility_id
             .ok_or(crate::error::AppError::Forbidden)?;
         let facility = facilities::in_tenant(&state.db, caller.tenant.id, facility_id).await?;
         let cap = authz::facility_admin_of(&caller.user, facility)?;
-        let ids = user_ids
-            .iter()
-            .map(|id| users::parse_id(id))
-            .collect::<Result<Vec<_>, _>>()?;
         let model = applications::submit_suspension(
             &state.db,
             &cap,
