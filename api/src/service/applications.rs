@@ -57,6 +57,25 @@ struct NewApplication<'a> {
     payload: String,
 }
 
+impl<'a> NewApplication<'a> {
+    /// A form a facility admin files for its facility.
+    fn of_facility(
+        cap: &FacilityAdmin,
+        tenant: &'a tenant::Model,
+        kind: ApplicationKind,
+        payload: String,
+    ) -> Self {
+        NewApplication {
+            tenant,
+            kind,
+            facility_id: Some(cap.facility.id),
+            submitted_by: Some(cap.admin.id),
+            contact_email: None,
+            payload,
+        }
+    }
+}
+
 /// Numbers and stores a validated application and records `application.submit`, in one
 /// transaction.
 async fn file(
@@ -185,19 +204,8 @@ pub async fn submit_change(
             "the facility must keep at least one active facility admin",
         ),
     })?;
-    file(
-        db,
-        NewApplication {
-            tenant,
-            kind: ApplicationKind::Change,
-            facility_id: Some(cap.facility.id),
-            submitted_by: Some(cap.admin.id),
-            contact_email: None,
-            payload: to_json(&form)?,
-        },
-        origin,
-    )
-    .await
+    let new = NewApplication::of_facility(cap, tenant, ApplicationKind::Change, to_json(&form)?);
+    file(db, new, origin).await
 }
 
 enum ChangeProblem {
@@ -283,19 +291,9 @@ pub async fn submit_suspension(
         reason,
         whole_facility,
     };
-    file(
-        db,
-        NewApplication {
-            tenant,
-            kind: ApplicationKind::Suspension,
-            facility_id: Some(cap.facility.id),
-            submitted_by: Some(cap.admin.id),
-            contact_email: None,
-            payload: to_json(&form)?,
-        },
-        origin,
-    )
-    .await
+    let new =
+        NewApplication::of_facility(cap, tenant, ApplicationKind::Suspension, to_json(&form)?);
+    file(db, new, origin).await
 }
 
 // ---------------------------------------------------------------------------------------------

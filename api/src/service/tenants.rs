@@ -140,10 +140,18 @@ pub async fn create_tenant(
     }
     .insert(&txn)
     .await?;
+    // Operator actions have no logged-in actor: the events say so by having none. The tenant
+    // comes first in its chain, then its first admin and the admin's certificate.
+    let admin_id = Uuid::now_v7();
+    let created = Event::new(tenant.id, "tenant.create", AuditOutcome::Allowed)
+        .target("tenant", tenant.id)
+        .detail("slug", tenant.slug.clone())
+        .detail("adminUserId", admin_id.to_string());
+    audit::record(&txn, created).await?;
     let admin = users::insert(
         &txn,
         users::NewUser {
-            id: Uuid::now_v7(),
+            id: admin_id,
             tenant_id,
             facility_id: None,
             login_id: input.admin_login_id.clone(),
@@ -157,12 +165,6 @@ pub async fn create_tenant(
         &audit::Origin::default(),
     )
     .await?;
-    // Operator actions have no logged-in actor: the events say so by having none.
-    let created = Event::new(tenant.id, "tenant.create", AuditOutcome::Allowed)
-        .target("tenant", tenant.id)
-        .detail("slug", tenant.slug.clone())
-        .detail("adminUserId", admin.id.to_string());
-    audit::record(&txn, created).await?;
     let admin_certificate = certificates::issue_with_ca(
         &txn,
         &ca,

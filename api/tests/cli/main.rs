@@ -632,11 +632,17 @@ async fn audit_export_writes_jsonl_and_csv_oldest_first() {
     let events = parse_jsonl(&jsonl);
     assert_export_shape(&events);
     assert_eq!(events[0]["seq"], 1, "the whole log, from its start");
-    // Tenant creation (the tenant, then the admin's certificate); then the logins.
+    // Tenant creation (the tenant, its admin, the admin's certificate); then the logins.
     assert_eq!(events[0]["action"], "tenant.create", "{:#?}", events);
     assert_eq!(events[0]["detail"]["slug"], "kita", "{}", events[0]);
-    assert_eq!(events[1]["action"], "certificate.issue", "{:#?}", events);
-    assert!(events[1]["detail"]["serial"].is_string(), "{}", events[1]);
+    assert_eq!(events[1]["action"], "user.create", "{:#?}", events);
+    assert_eq!(
+        events[1]["targetId"], events[0]["detail"]["adminUserId"],
+        "{:#?}",
+        events
+    );
+    assert_eq!(events[2]["action"], "certificate.issue", "{:#?}", events);
+    assert!(events[2]["detail"]["serial"].is_string(), "{}", events[2]);
     assert_eq!(count_action(&events, "login.failure"), 2, "{events:#?}");
     assert_eq!(count_action(&events, "login.success"), 1, "{events:#?}");
     let failures: Vec<&serde_json::Value> = events
