@@ -9,14 +9,14 @@ use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
 use entity::kinds::{AccountStatus, AuditOutcome, CertificateStatus};
-use entity::{certificate, password_history, user};
+use entity::{certificate, facility, password_history, user};
 
 use crate::auth::password::{PasswordError, PasswordPolicy};
 use crate::auth::pki::{self, MasterKey, RevocationReason};
 use crate::authz::UserAdmin;
 use crate::error::{AppError, AppResult};
 use crate::service::audit::{self, Event, Origin};
-use crate::service::{certificates, memberships, now};
+use crate::service::{certificates, facilities, memberships, now};
 use crate::state::AppState;
 
 /// The version of the staff pledge (form 6) a user accepts.
@@ -308,6 +308,29 @@ pub async fn suspend_in(
         users: suspended,
         revoked_certificates,
     })
+}
+
+/// Suspends a facility and everyone in it (form 3 with `wholeFacility`, or `suspendFacility`)
+/// in the caller's transaction. A facility already suspended keeps its status; its users not
+/// yet suspended are suspended all the same.
+pub async fn suspend_facility_in(
+    db: &impl ConnectionTrait,
+    master_key: &MasterKey,
+    facility: facility::Model,
+    reason: &str,
+    origin: &Origin,
+) -> AppResult<(facility::Model, Suspension)> {
+    let facility = if facility.status == AccountStatus::Suspended {
+        facility
+    } else {
+        facilities::set_status(db, facility, AccountStatus::Suspended, Some(reason), origin).await?
+    };
+    let people = user::Entity::find()
+        .filter(user::Column::FacilityId.eq(facility.id))
+        .all(db)
+        .await?;
+    let suspension = suspend_in(db, master_key, facility.tenant_id, people, reason, origin).await?;
+    Ok((facility, suspension))
 }
 
 /// After the suspension committed: every session of the suspended users ends now (their next

@@ -30,7 +30,7 @@ use crate::service::audit::{self, Event, Origin};
 use crate::service::certificates::{self, Issuance};
 use crate::service::forms::{self, ChangeForm, RegistrationForm, StaffEntry, SuspensionForm};
 use crate::service::page::{self, Page};
-use crate::service::{counters, facilities, now, tenants, users};
+use crate::service::{counters, enum_name, facilities, now, tenants, users};
 use crate::state::AppState;
 
 /// Longest review note.
@@ -108,7 +108,7 @@ async fn file(
     let mut event = Event::new(new.tenant.id, "application.submit", AuditOutcome::Allowed)
         .by(origin)
         .target("application", created.id)
-        .detail("kind", kind_name(created.kind))
+        .detail("kind", enum_name(&created.kind))
         .detail("referenceNumber", created.reference_number.clone());
     if let Some(facility) = created.facility_id {
         event = event.detail("facilityId", facility.to_string());
@@ -247,18 +247,19 @@ async fn facility_users(
         .await?)
 }
 
-/// Suspension (form 3), by the facility's admin: some of its users, or the whole facility.
+/// Suspension (form 3), by the facility's admin: some of its users (already looked up in the
+/// tenant by the caller), or the whole facility.
 pub async fn submit_suspension(
     db: &sea_orm::DatabaseConnection,
     cap: &FacilityAdmin,
     tenant: &tenant::Model,
-    user_ids: &[Uuid],
+    targets: Vec<user::Model>,
     reason: &str,
     whole_facility: bool,
     origin: &Origin,
 ) -> AppResult<application::Model> {
     let reason = forms::reason("reason", reason)?;
-    if user_ids.is_empty() && !whole_facility {
+    if targets.is_empty() && !whole_facility {
         return Err(AppError::bad_input(
             "userIds",
             "name at least one user, or set wholeFacility",
@@ -269,12 +270,11 @@ pub async fn submit_suspension(
             "the facility is already suspended".into(),
         ));
     }
-    let mut ids = Vec::with_capacity(user_ids.len());
-    for &id in user_ids {
-        if ids.contains(&id) {
+    let mut ids = Vec::with_capacity(targets.len());
+    for target in targets {
+        if ids.contains(&target.id) {
             continue;
         }
-        let target = users::in_tenant(db, tenant.id, id).await?;
         if target.facility_id != Some(cap.facility.id) {
             return Err(AppError::Forbidden);
         }
@@ -284,7 +284,7 @@ pub async fn submit_suspension(
                 target.login_id
             )));
         }
-        ids.push(id);
+        ids.push(target.id);
     }
     let form = SuspensionForm {
         user_ids: ids,
@@ -440,7 +440,7 @@ fn already_decided(app: &application::Model) -> AppError {
     AppError::Conflict(format!(
         "application {} is already {}",
         app.reference_number,
-        status_name(app.status)
+        enum_name(&app.status)
     ))
 }
 
@@ -597,7 +597,7 @@ impl Decided<'_> {
         let event = Event::new(self.app.tenant_id, action, AuditOutcome::Allowed)
             .by(self.origin)
             .target("application", self.app.id)
-            .detail("kind", kind_name(self.app.kind))
+            .detail("kind", enum_name(&self.app.kind))
             .detail("referenceNumber", self.app.reference_number.clone());
         audit::record(txn, event).await?;
         Ok(())
@@ -858,34 +858,32 @@ async fn approve_suspension(
     let facility = owning_facility(&state.db, decided.app).await?;
     let txn = crate::db::begin_write(&state.db).await?;
     decided.claim(&txn, ApplicationStatus::Approved).await?;
-    let targets: Vec<user::Model> = if form.whole_facility {
-        if facility.status != AccountStatus::Suspended {
-            facilities::set_status(
-                &txn,
-                facility.clone(),
-                AccountStatus::Suspended,
-                Some(&form.reason),
-                decided.origin,
-            )
-            .await?;
-        }
-        facility_users(&txn, facility.id).await?
+    let suspension = if form.whole_facility {
+        let (_, suspension) = accounts::suspend_facility_in(
+            &txn,
+            &state.master_key,
+            facility,
+            &form.reason,
+            decided.origin,
+        )
+        .await?;
+        suspension
     } else {
-        user::Entity::find()
+        let targets = user::Entity::find()
             .filter(user::Column::Id.is_in(form.user_ids.iter().copied()))
             .filter(user::Column::FacilityId.eq(facility.id))
             .all(&txn)
-            .await?
+            .await?;
+        accounts::suspend_in(
+            &txn,
+            &state.master_key,
+            tenant.id,
+            targets,
+            &form.reason,
+            decided.origin,
+        )
+        .await?
     };
-    let suspension = accounts::suspend_in(
-        &txn,
-        &state.master_key,
-        tenant.id,
-        targets,
-        &form.reason,
-        decided.origin,
-    )
-    .await?;
     let outcome = Outcome {
         suspended_user_ids: suspension.users.iter().map(|u| u.id).collect(),
         ..Outcome::default()
@@ -900,27 +898,6 @@ async fn approve_suspension(
         application,
         issued: Vec::new(),
     })
-}
-
-/// The contract's name of a kind (`REGISTRATION`).
-pub fn kind_name(kind: ApplicationKind) -> &'static str {
-    match kind {
-        ApplicationKind::Registration => "REGISTRATION",
-        ApplicationKind::Change => "CHANGE",
-        ApplicationKind::Suspension => "SUSPENSION",
-        ApplicationKind::RoomCreation => "ROOM_CREATION",
-        ApplicationKind::RoomMembership => "ROOM_MEMBERSHIP",
-        ApplicationKind::RoomClosure => "ROOM_CLOSURE",
-    }
-}
-
-pub fn status_name(status: ApplicationStatus) -> &'static str {
-    match status {
-        ApplicationStatus::Submitted => "SUBMITTED",
-        ApplicationStatus::Approved => "APPROVED",
-        ApplicationStatus::Rejected => "REJECTED",
-        ApplicationStatus::Withdrawn => "WITHDRAWN",
-    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,11 @@ pub mod users;
 
 use chrono::{DateTime, Utc};
 
+/// The contract's (and the database's) name of a stored enum value, e.g. `FACILITY_ADMIN`.
+pub fn enum_name<E: sea_orm::ActiveEnum<Value = String>>(value: &E) -> String {
+    value.to_value()
+}
+
 /// The server clock, the only source of "now" for stored times.
 pub fn now() -> DateTime<Utc> {
     // Microsecond precision: what both PostgreSQL and our SQLite encoding keep, so a value read

@@ -15,6 +15,7 @@ use entity::{facility, user};
 
 use crate::authz::RegisterScope;
 use crate::error::AppResult;
+use crate::service::enum_name;
 use crate::service::page::{self, Page};
 
 /// Filters of the `users` query.
@@ -182,7 +183,7 @@ pub async fn statistics(db: &impl ConnectionTrait, tenant_id: Uuid) -> AppResult
         AccountStatus::Suspended,
     ] {
         let n = users().filter(effective_status(status)).count(db).await?;
-        by_status.push((status_name(status), i64::try_from(n).unwrap_or(i64::MAX)));
+        by_status.push((enum_name(&status), i64::try_from(n).unwrap_or(i64::MAX)));
     }
     let by_kind: Vec<(FacilityKind, i64)> = facility::Entity::find()
         .filter(facility::Column::TenantId.eq(tenant_id))
@@ -209,17 +210,4 @@ pub async fn statistics(db: &impl ConnectionTrait, tenant_id: Uuid) -> AppResult
                 .collect(),
         ),
     })
-}
-
-fn status_name(status: AccountStatus) -> &'static str {
-    match status {
-        AccountStatus::Active => "ACTIVE",
-        AccountStatus::Locked => "LOCKED",
-        AccountStatus::Suspended => "SUSPENDED",
-    }
-}
-
-/// The stored (and contract) name of an enum value, e.g. `NURSE`.
-fn enum_name<E: sea_orm::ActiveEnum<Value = String>>(value: &E) -> String {
-    value.to_value()
 }

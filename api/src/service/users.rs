@@ -9,7 +9,7 @@ use entity::{facility, tenant, user};
 use crate::error::{AppError, AppResult};
 use crate::service::audit::{self, Event, Origin};
 use crate::service::forms::StaffChange;
-use crate::service::now;
+use crate::service::{enum_name, now};
 
 pub async fn by_id(db: &impl ConnectionTrait, id: Uuid) -> AppResult<Option<user::Model>> {
     Ok(user::Entity::find_by_id(id).one(db).await?)
@@ -80,22 +80,12 @@ pub async fn insert(
         .by(origin)
         .target("user", created.id)
         .detail("loginId", created.login_id.clone())
-        .detail("role", role_name(created.role));
+        .detail("role", enum_name(&created.role));
     if let Some(facility) = created.facility_id {
         event = event.detail("facilityId", facility.to_string());
     }
     audit::record(db, event).await?;
     Ok(created)
-}
-
-/// The contract's name of a role (`FACILITY_ADMIN`).
-pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::PlatformOperator => "PLATFORM_OPERATOR",
-        Role::CityAdmin => "CITY_ADMIN",
-        Role::FacilityAdmin => "FACILITY_ADMIN",
-        Role::Staff => "STAFF",
-    }
 }
 
 /// A user of the caller's tenant, or NOT_FOUND (other tenants' ids do not exist).
@@ -156,7 +146,7 @@ pub async fn apply_change(
         .by(origin)
         .target("user", updated.id)
         .detail("fields", fields.join(","))
-        .detail("role", role_name(updated.role));
+        .detail("role", enum_name(&updated.role));
     audit::record(db, event).await?;
     Ok(updated)
 }

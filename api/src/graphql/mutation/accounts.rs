@@ -2,7 +2,7 @@
 //! facility's users where the tenant delegates it (rule ⑫).
 
 use async_graphql::{Context, ID, Object, Result};
-use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
+use sea_orm::EntityTrait as _;
 
 use entity::kinds::AccountStatus;
 
@@ -201,28 +201,9 @@ impl CityAccountMutation {
         let txn = crate::db::begin_write(&state.db)
             .await
             .map_err(AppError::from)?;
-        let facility = facilities::set_status(
-            &txn,
-            facility,
-            AccountStatus::Suspended,
-            Some(&reason),
-            &origin,
-        )
-        .await?;
-        let people = entity::user::Entity::find()
-            .filter(entity::user::Column::FacilityId.eq(facility.id))
-            .all(&txn)
-            .await
-            .map_err(AppError::from)?;
-        let suspension = accounts::suspend_in(
-            &txn,
-            &state.master_key,
-            cap.tenant_id,
-            people,
-            &reason,
-            &origin,
-        )
-        .await?;
+        let (facility, suspension) =
+            accounts::suspend_facility_in(&txn, &state.master_key, facility, &reason, &origin)
+                .await?;
         txn.commit().await.map_err(AppError::from)?;
         accounts::finish_suspension(state, &suspension, &origin).await?;
         Ok(Facility { model: facility })

@@ -88,13 +88,11 @@ impl ApplicationMutation {
     ) -> Result<Application> {
         let caller = ctx.caller().await?;
         let state = ctx.state()?;
-        let ids = user_ids
-            .iter()
-            .map(|id| users::parse_id(id))
-            .collect::<Result<Vec<_>, _>>()?;
-        // Other tenants' ids do not exist, whoever asks.
-        for id in &ids {
-            users::in_tenant(&state.db, caller.tenant.id, *id).await?;
+        // Other tenants' ids do not exist, whoever asks: looked up before the role check.
+        let mut targets = Vec::with_capacity(user_ids.len());
+        for id in &user_ids {
+            targets
+                .push(users::in_tenant(&state.db, caller.tenant.id, users::parse_id(id)?).await?);
         }
         let facility_id = caller
             .user
@@ -106,7 +104,7 @@ impl ApplicationMutation {
             &state.db,
             &cap,
             &caller.tenant,
-            &ids,
+            targets,
             &reason,
             whole_facility,
             &caller.origin(ctx.request()?),
