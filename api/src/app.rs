@@ -81,7 +81,19 @@ impl App {
             config.audit_buffer_events,
             config.audit_read_events,
         );
+        let authz = crate::authz::enforcer::Authorizer::new(
+            crate::authz::sync::snapshot(&db)
+                .await
+                .map_err(|e| anyhow::anyhow!("loading room memberships: {e:?}"))?,
+        )
+        .await
+        .context("building the authorization enforcer")?;
+        tracing::info!(
+            groupings = authz.groupings(),
+            "authorization enforcer loaded"
+        );
         let state = AppState {
+            authz: Arc::new(authz),
             audit,
             config: Arc::new(config),
             db,
@@ -190,6 +202,27 @@ fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
             }
         }));
     }
+    if let Some(redis) = &state.redis {
+        let s = state.clone();
+        tasks.push(
+            redis.subscribe(crate::authz::sync::AUTHZ_CHANNEL, move |message| {
+                let s = s.clone();
+                async move { crate::authz::sync::on_message(&s, &message).await }
+            }),
+        );
+    }
+    let s = state.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(s.config.authz_reload);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // loaded at start-up just now
+        loop {
+            tick.tick().await;
+            if let Err(e) = crate::authz::sync::full_reload(&s.db, &s.authz).await {
+                tracing::warn!(error = ?e, "periodic authorization reload failed");
+            }
+        }
+    }));
     let sessions = state.sessions.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));

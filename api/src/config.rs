@@ -194,6 +194,21 @@ pub const SETTINGS: &[Setting] = &[
         doc: "How often each instance re-reads tenant CAs and CRLs as a safety net (changes also arrive at once via Redis pub/sub).",
     },
     Setting {
+        key: "authz_reload_seconds",
+        default: "300",
+        doc: "How often each instance reloads room memberships and tenant roles into its authorization enforcer as a safety net (changes arrive at once via Redis pub/sub).",
+    },
+    Setting {
+        key: "invitation_ttl_days",
+        default: "14",
+        doc: "Days a room invitation stays open before it expires.",
+    },
+    Setting {
+        key: "room_retention_years",
+        default: "5",
+        doc: "Years a closed room is kept as a read-only archive (medical records: 5 years, 医師法24条).",
+    },
+    Setting {
         key: "bootstrap",
         default: "true",
         doc: "On an empty database, create tenant `demo` (デモ市) with CITY_ADMIN `admin` and write its credentials to `<data_dir>/bootstrap/credentials.json` (0600).",
@@ -311,6 +326,9 @@ pub struct Config {
     pub audit_read_events: bool,
     pub session_expiry_check: Duration,
     pub trust_refresh: Duration,
+    pub authz_reload: Duration,
+    pub invitation_ttl_days: u32,
+    pub room_retention_years: u32,
     pub bootstrap: bool,
 }
 
@@ -699,6 +717,11 @@ impl Config {
             audit_read_events,
             session_expiry_check: secs("session_expiry_check_seconds")?,
             trust_refresh: secs("trust_refresh_seconds")?,
+            authz_reload: secs("authz_reload_seconds")?,
+            invitation_ttl_days: raw
+                .positive("invitation_ttl_days", "a positive whole number of days")?,
+            room_retention_years: raw
+                .positive("room_retention_years", "a positive whole number of years")?,
             bootstrap,
             env,
             data_dir,

@@ -10,6 +10,7 @@ use crate::auth::pki::MasterKey;
 use crate::auth::ratelimit::RateLimiter;
 use crate::auth::session::SessionStore;
 use crate::auth::trust::TrustStore;
+use crate::authz::enforcer::Authorizer;
 use crate::config::Config;
 use crate::redis_store::RedisHandle;
 use crate::service::audit::AuditLog;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub trust: TrustStore,
     /// Read events (buffered); change events go through `service::audit::record`.
     pub audit: AuditLog,
+    /// The casbin enforcer: tenant roles and room memberships of this instance.
+    pub authz: Arc<Authorizer>,
 }
 
 /// Channel on which instances tell each other that tenant CAs or CRLs changed.

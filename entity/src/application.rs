@@ -28,6 +28,8 @@ pub struct Model {
     pub review_note: Option<String>,
     /// What approval produced (ids of created facility and users), as JSON. Never secrets.
     pub outcome: Option<String>,
+    /// The room a ROOM_* application is about (ROOM_CREATION: once approved).
+    pub room_id: Option<Uuid>,
     pub updated_at: DateTimeUtc,
 }
 

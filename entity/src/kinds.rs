@@ -152,3 +152,65 @@ pub enum ApplicationStatus {
     Rejected,
     Withdrawn,
 }
+
+macro_rules! stored_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize,
+            Deserialize,
+        )]
+        #[sea_orm(
+            rs_type = "String",
+            db_type = "String(StringLen::N(32))",
+            rename_all = "SCREAMING_SNAKE_CASE"
+        )]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+    };
+}
+
+stored_enum!(
+    /// OPEN: members read and write. CLOSING: end of service posted, waiting for the city.
+    /// CLOSED: an archive its last members read and nobody writes.
+    RoomStatus { Open, Closing, Closed }
+);
+stored_enum!(Sex {
+    Male,
+    Female,
+    Other,
+    Unknown
+});
+stored_enum!(
+    /// 要介護度: 非該当, 要支援1–2, 要介護1–5, 申請中.
+    CareLevel {
+        NotApplicable,
+        #[sea_orm(string_value = "SUPPORT_1")] #[serde(rename = "SUPPORT_1")] Support1,
+        #[sea_orm(string_value = "SUPPORT_2")] #[serde(rename = "SUPPORT_2")] Support2,
+        #[sea_orm(string_value = "CARE_1")] #[serde(rename = "CARE_1")] Care1,
+        #[sea_orm(string_value = "CARE_2")] #[serde(rename = "CARE_2")] Care2,
+        #[sea_orm(string_value = "CARE_3")] #[serde(rename = "CARE_3")] Care3,
+        #[sea_orm(string_value = "CARE_4")] #[serde(rename = "CARE_4")] Care4,
+        #[sea_orm(string_value = "CARE_5")] #[serde(rename = "CARE_5")] Care5,
+        Pending
+    }
+);
+stored_enum!(
+    /// Who signed the consent form (form 8).
+    Consenter { Patient, Family, Guardian }
+);
+stored_enum!(
+    /// EXPIRED is stored once noticed; a PENDING invitation past `expires_at` is expired too.
+    InvitationStatus { Pending, Accepted, Declined, Revoked, Expired }
+);
+stored_enum!(NoteCategory {
+    Contact,
+    Report,
+    Question,
+    VisitRecord,
+    Discharge,
+    EndOfService,
+    Other
+});

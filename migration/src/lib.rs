@@ -7,6 +7,7 @@ mod m20261124_000001_tenants_facilities_users;
 mod m20261124_000002_pki_and_passwords;
 mod m20261124_000003_audit;
 mod m20261124_000004_applications;
+mod m20261124_000005_rooms;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_pki_and_passwords::Migration),
             Box::new(m20261124_000003_audit::Migration),
             Box::new(m20261124_000004_applications::Migration),
+            Box::new(m20261124_000005_rooms::Migration),
         ]
     }
 }

@@ -2,7 +2,13 @@
 //! room memberships from our own tables (the tables are the truth; the enforcer is an index of
 //! them, loaded at start-up and changed by the same code path that writes them).
 
-use casbin::{Adapter, CoreApi as _, DefaultModel, Enforcer, Filter, MgmtApi as _, Model};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use casbin::{
+    Adapter, CoreApi as _, DefaultModel, Enforcer, Filter, MatchingFn, Model, RoleManager,
+};
+use parking_lot::RwLock;
 use uuid::Uuid;
 
 use entity::kinds::Role;
@@ -56,33 +62,14 @@ pub struct Snapshot {
     pub memberships: Vec<(Uuid, Uuid)>,
 }
 
-/// Feeds a snapshot into the model in one pass; later changes are applied to the enforcer
-/// directly (`auto_save` off), never written back through here.
-struct SnapshotAdapter {
-    snapshot: Snapshot,
-}
+/// Loads the static `p` rules of policy.csv; groupings go to [`CompactRoles`] directly.
+struct StaticRules;
 
 #[async_trait::async_trait]
-impl Adapter for SnapshotAdapter {
+impl Adapter for StaticRules {
     async fn load_policy(&mut self, m: &mut dyn Model) -> casbin::Result<()> {
         for rule in static_rules() {
             m.add_policy("p", "p", rule);
-        }
-        for (user, tenant, role) in std::mem::take(&mut self.snapshot.tenant_roles) {
-            if let Some(role) = tenant_role(role) {
-                m.add_policy(
-                    "g",
-                    "g",
-                    vec![user_subject(user), role.to_string(), tenant_domain(tenant)],
-                );
-            }
-        }
-        for (user, room) in std::mem::take(&mut self.snapshot.memberships) {
-            m.add_policy(
-                "g",
-                "g",
-                vec![user_subject(user), "room_member".into(), room_domain(room)],
-            );
         }
         Ok(())
     }
@@ -135,9 +122,174 @@ impl Adapter for SnapshotAdapter {
     }
 }
 
-/// The enforcer, shared by every request of this instance.
+/// Groupings (`g` rules) of one instance, kept compactly: every name is interned once and a
+/// user's links are a short list of (role, domain) pairs. casbin's default role manager keeps a
+/// graph per domain, which for 100,000 room domains costs several hundred megabytes; ours only
+/// needs direct links (a user holds a role in a domain; roles do not inherit from each other),
+/// which is all `policies/model.conf` uses.
+#[derive(Default)]
+pub struct CompactRoles {
+    ids: HashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
+    links: HashMap<u32, Vec<(u32, u32)>>,
+}
+
+/// The id of "no domain".
+const NO_DOMAIN: &str = "";
+
+impl CompactRoles {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        let name: Arc<str> = Arc::from(name);
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        id
+    }
+
+    fn id(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
+
+    fn link(&mut self, user: &str, role: &str, domain: &str) {
+        let (u, r, d) = (self.intern(user), self.intern(role), self.intern(domain));
+        let links = self.links.entry(u).or_default();
+        if !links.contains(&(r, d)) {
+            links.push((r, d));
+        }
+    }
+
+    fn unlink(&mut self, user: &str, role: &str, domain: &str) {
+        let (Some(u), Some(r), Some(d)) = (self.id(user), self.id(role), self.id(domain)) else {
+            return;
+        };
+        if let Some(links) = self.links.get_mut(&u) {
+            links.retain(|l| *l != (r, d));
+            if links.is_empty() {
+                self.links.remove(&u);
+            }
+        }
+    }
+
+    /// Drops every link of `user` (before setting its current ones).
+    fn unlink_all(&mut self, user: &str) {
+        if let Some(u) = self.id(user) {
+            self.links.remove(&u);
+        }
+    }
+
+    fn name(&self, id: u32) -> String {
+        self.names
+            .get(id as usize)
+            .map(|n| n.to_string())
+            .unwrap_or_default()
+    }
+
+    /// How many links are held.
+    pub fn len(&self) -> usize {
+        self.links.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+}
+
+impl RoleManager for CompactRoles {
+    fn clear(&mut self) {
+        *self = CompactRoles::default();
+    }
+
+    fn add_link(&mut self, name1: &str, name2: &str, domain: Option<&str>) {
+        self.link(name1, name2, domain.unwrap_or(NO_DOMAIN));
+    }
+
+    fn matching_fn(&mut self, _role: Option<MatchingFn>, _domain: Option<MatchingFn>) {
+        // Names and domains are matched exactly; patterns live in the `p` rules (keyMatch).
+    }
+
+    fn delete_link(
+        &mut self,
+        name1: &str,
+        name2: &str,
+        domain: Option<&str>,
+    ) -> casbin::Result<()> {
+        self.unlink(name1, name2, domain.unwrap_or(NO_DOMAIN));
+        Ok(())
+    }
+
+    fn has_link(&self, name1: &str, name2: &str, domain: Option<&str>) -> bool {
+        if name1 == name2 {
+            return true;
+        }
+        let (Some(u), Some(r), Some(d)) = (
+            self.id(name1),
+            self.id(name2),
+            self.id(domain.unwrap_or(NO_DOMAIN)),
+        ) else {
+            return false;
+        };
+        self.links
+            .get(&u)
+            .is_some_and(|links| links.contains(&(r, d)))
+    }
+
+    fn get_roles(&self, name: &str, domain: Option<&str>) -> Vec<String> {
+        let (Some(u), Some(d)) = (self.id(name), self.id(domain.unwrap_or(NO_DOMAIN))) else {
+            return Vec::new();
+        };
+        self.links
+            .get(&u)
+            .map(|links| {
+                links
+                    .iter()
+                    .filter(|(_, ld)| *ld == d)
+                    .map(|(r, _)| self.name(*r))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn get_users(&self, name: &str, domain: Option<&str>) -> Vec<String> {
+        let (Some(r), Some(d)) = (self.id(name), self.id(domain.unwrap_or(NO_DOMAIN))) else {
+            return Vec::new();
+        };
+        self.links
+            .iter()
+            .filter(|(_, links)| links.contains(&(r, d)))
+            .map(|(u, _)| self.name(*u))
+            .collect()
+    }
+}
+
+fn compact_roles(snapshot: Snapshot) -> CompactRoles {
+    let mut roles = CompactRoles::default();
+    for (user, tenant, role) in snapshot.tenant_roles {
+        if let Some(role) = tenant_role(role) {
+            roles.link(&user_subject(user), role, &tenant_domain(tenant));
+        }
+    }
+    for (user, room) in snapshot.memberships {
+        roles.link(&user_subject(user), ROOM_MEMBER, &room_domain(room));
+    }
+    roles
+}
+
+/// The role a room member holds in `room:<id>`.
+pub const ROOM_MEMBER: &str = "room_member";
+
+const TENANT_ROLES: [&str; 3] = ["city_admin", "facility_admin", "staff"];
+
+/// The enforcer, shared by every request of this instance: casbin's model, matcher and static
+/// `p` rules, with groupings held by [`CompactRoles`].
 pub struct Authorizer {
-    enforcer: tokio::sync::RwLock<Enforcer>,
+    enforcer: Enforcer,
+    roles: Arc<RwLock<CompactRoles>>,
+    /// While a full reload reads the database: users changed meanwhile, to refresh again after
+    /// the swap (their change may be missing from the snapshot being read).
+    reloading: parking_lot::Mutex<Option<HashSet<Uuid>>>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -146,89 +298,107 @@ impl std::fmt::Debug for Authorizer {
     }
 }
 
-async fn build(snapshot: Snapshot) -> casbin::Result<Enforcer> {
-    let model = DefaultModel::from_str(MODEL).await?;
-    let mut enforcer = Enforcer::new(model, SnapshotAdapter { snapshot }).await?;
-    enforcer.enable_auto_save(false);
-    Ok(enforcer)
-}
-
 impl Authorizer {
     pub async fn new(snapshot: Snapshot) -> casbin::Result<Self> {
+        let model = DefaultModel::from_str(MODEL).await?;
+        let mut enforcer = Enforcer::new(model, StaticRules).await?;
+        enforcer.enable_auto_save(false);
+        let roles = Arc::new(RwLock::new(CompactRoles::default()));
+        let shared: Arc<RwLock<dyn RoleManager>> = roles.clone();
+        // Registers `g` on our role manager (and builds links from the model: there are none).
+        enforcer.set_role_manager(shared)?;
+        *roles.write() = compact_roles(snapshot);
         Ok(Authorizer {
-            enforcer: tokio::sync::RwLock::new(build(snapshot).await?),
+            enforcer,
+            roles,
+            reloading: parking_lot::Mutex::new(None),
         })
     }
 
-    /// Replaces everything with a fresh snapshot (the periodic safety net).
-    pub async fn reload(&self, snapshot: Snapshot) -> casbin::Result<()> {
-        let fresh = build(snapshot).await?;
-        *self.enforcer.write().await = fresh;
-        Ok(())
-    }
-
     /// Whether `user` may `act` on `obj` in `domain` (`room:<id>` or `tenant:<id>`).
-    pub async fn allowed(&self, user: Uuid, domain: &str, obj: &str, act: &str) -> bool {
-        let enforcer = self.enforcer.read().await;
-        enforcer
+    pub fn allowed(&self, user: Uuid, domain: &str, obj: &str, act: &str) -> bool {
+        self.enforcer
             .enforce((user_subject(user).as_str(), domain, obj, act))
             .unwrap_or(false)
     }
 
     /// Whether `user` is a member of `room` (may read its content).
-    pub async fn is_room_member(&self, user: Uuid, room: Uuid) -> bool {
+    pub fn is_room_member(&self, user: Uuid, room: Uuid) -> bool {
         self.allowed(user, &room_domain(room), "content", "read")
-            .await
     }
 
-    pub async fn add_member(&self, user: Uuid, room: Uuid) -> casbin::Result<()> {
-        self.enforcer
-            .write()
-            .await
-            .add_grouping_policy(vec![
-                user_subject(user),
-                "room_member".into(),
-                room_domain(room),
-            ])
-            .await?;
-        Ok(())
-    }
-
-    pub async fn remove_member(&self, user: Uuid, room: Uuid) -> casbin::Result<()> {
-        self.enforcer
-            .write()
-            .await
-            .remove_grouping_policy(vec![
-                user_subject(user),
-                "room_member".into(),
-                room_domain(room),
-            ])
-            .await?;
-        Ok(())
-    }
-
-    /// Sets the user's role in its tenant (account created, role moved, suspended: `None`).
-    pub async fn set_tenant_role(
-        &self,
-        user: Uuid,
-        tenant: Uuid,
-        role: Option<Role>,
-    ) -> casbin::Result<()> {
-        let mut enforcer = self.enforcer.write().await;
+    /// Makes the user's grouping in its tenant match `role` (the caller's row, just read).
+    /// Cheap when it already does, which is nearly always.
+    pub fn ensure_tenant_role(&self, user: Uuid, tenant: Uuid, role: Role) {
         let subject = user_subject(user);
         let domain = tenant_domain(tenant);
-        for old in ["city_admin", "facility_admin", "staff"] {
-            let rule = vec![subject.clone(), old.to_string(), domain.clone()];
-            if enforcer.has_grouping_policy(rule.clone()) {
-                enforcer.remove_grouping_policy(rule).await?;
+        let wanted = tenant_role(role);
+        let matches = {
+            let roles = self.roles.read();
+            TENANT_ROLES
+                .iter()
+                .all(|r| roles.has_link(&subject, r, Some(&domain)) == (Some(*r) == wanted))
+        };
+        if !matches {
+            let mut roles = self.roles.write();
+            for r in TENANT_ROLES {
+                roles.unlink(&subject, r, &domain);
+            }
+            if let Some(r) = wanted {
+                roles.link(&subject, r, &domain);
             }
         }
-        if let Some(role) = role.and_then(tenant_role) {
-            enforcer
-                .add_grouping_policy(vec![subject, role.to_string(), domain])
-                .await?;
+    }
+
+    /// Replaces everything `user` holds with its current rows: its tenant role (`None` when
+    /// suspended) and the rooms it is a member of.
+    pub fn set_user(&self, user: Uuid, tenant: Uuid, role: Option<Role>, rooms: &[Uuid]) {
+        let subject = user_subject(user);
+        {
+            let mut roles = self.roles.write();
+            roles.unlink_all(&subject);
+            if let Some(r) = role.and_then(tenant_role) {
+                roles.link(&subject, r, &tenant_domain(tenant));
+            }
+            for room in rooms {
+                roles.link(&subject, ROOM_MEMBER, &room_domain(*room));
+            }
         }
-        Ok(())
+        if let Some(touched) = self.reloading.lock().as_mut() {
+            touched.insert(user);
+        }
+    }
+
+    /// Starts a full reload: from now on, changed users are remembered.
+    pub fn begin_reload(&self) {
+        *self.reloading.lock() = Some(HashSet::new());
+    }
+
+    /// Swaps in a fresh snapshot; returns the users changed while it was read, whose current
+    /// rows the caller applies again with [`Authorizer::set_user`].
+    pub fn finish_reload(&self, snapshot: Snapshot) -> Vec<Uuid> {
+        let fresh = compact_roles(snapshot);
+        *self.roles.write() = fresh;
+        self.reloading
+            .lock()
+            .take()
+            .map(|set| set.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Ends a reload that could not read its snapshot: the current groupings stay.
+    pub fn finish_reload_aborted(&self) -> usize {
+        self.reloading.lock().take().map_or(0, |s| s.len())
+    }
+
+    /// Replaces everything with a fresh snapshot at once (tests, benchmark).
+    pub fn reload(&self, snapshot: Snapshot) {
+        *self.roles.write() = compact_roles(snapshot);
+    }
+
+    /// How many groupings are held.
+    pub fn groupings(&self) -> usize {
+        self.roles.read().len()
     }
 }
 
@@ -261,53 +431,83 @@ mod tests {
         })
         .await
         .unwrap();
-        assert!(authz.is_room_member(alice, room).await);
-        assert!(!authz.is_room_member(alice, other_room).await);
-        assert!(!authz.is_room_member(bob, room).await);
-        assert!(
-            authz
-                .allowed(alice, &room_domain(room), "content", "write")
-                .await
-        );
+        assert_eq!(authz.groupings(), 3);
+        assert!(authz.is_room_member(alice, room));
+        assert!(!authz.is_room_member(alice, other_room));
+        assert!(!authz.is_room_member(bob, room));
+        assert!(authz.allowed(alice, &room_domain(room), "content", "write"));
         // The city manages rooms of its tenant but is no member of any.
-        assert!(
-            authz
-                .allowed(city, &tenant_domain(tenant), "rooms", "manage")
-                .await
-        );
-        assert!(
-            !authz
-                .allowed(alice, &tenant_domain(tenant), "rooms", "manage")
-                .await
-        );
-        assert!(!authz.is_room_member(city, room).await);
-        assert!(
-            !authz
-                .allowed(city, &tenant_domain(Uuid::now_v7()), "rooms", "manage")
-                .await
-        );
+        assert!(authz.allowed(city, &tenant_domain(tenant), "rooms", "manage"));
+        assert!(!authz.allowed(alice, &tenant_domain(tenant), "rooms", "manage"));
+        assert!(!authz.is_room_member(city, room));
+        assert!(!authz.allowed(city, &tenant_domain(Uuid::now_v7()), "rooms", "manage"));
+        // A tenant role is no room role, and a room role no tenant role.
+        assert!(!authz.allowed(alice, &tenant_domain(tenant), "content", "read"));
 
-        authz.add_member(bob, room).await.unwrap();
-        assert!(authz.is_room_member(bob, room).await);
-        authz.remove_member(alice, room).await.unwrap();
-        assert!(!authz.is_room_member(alice, room).await);
-        assert!(authz.is_room_member(bob, room).await);
+        authz.set_user(bob, tenant, Some(Role::Staff), &[room]);
+        assert!(authz.is_room_member(bob, room));
+        authz.set_user(alice, tenant, Some(Role::Staff), &[]);
+        assert!(!authz.is_room_member(alice, room));
+        assert!(authz.is_room_member(bob, room));
 
-        authz.set_tenant_role(city, tenant, None).await.unwrap();
-        assert!(
-            !authz
-                .allowed(city, &tenant_domain(tenant), "rooms", "manage")
-                .await
-        );
+        // Suspended: no tenant role, no rooms.
+        authz.set_user(city, tenant, None, &[]);
+        assert!(!authz.allowed(city, &tenant_domain(tenant), "rooms", "manage"));
+        // The caller's row says CITY_ADMIN again (reactivated): the grouping follows.
+        authz.ensure_tenant_role(city, tenant, Role::CityAdmin);
+        assert!(authz.allowed(city, &tenant_domain(tenant), "rooms", "manage"));
+        authz.ensure_tenant_role(city, tenant, Role::Staff);
+        assert!(!authz.allowed(city, &tenant_domain(tenant), "rooms", "manage"));
 
-        authz
-            .reload(Snapshot {
-                tenant_roles: vec![],
-                memberships: vec![(alice, other_room)],
-            })
-            .await
+        authz.reload(Snapshot {
+            tenant_roles: vec![],
+            memberships: vec![(alice, other_room)],
+        });
+        assert!(!authz.is_room_member(bob, room));
+        assert!(authz.is_room_member(alice, other_room));
+    }
+
+    #[tokio::test]
+    async fn changes_made_during_a_full_reload_survive_it() {
+        let (alice, tenant, room) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let authz = Authorizer::new(Snapshot {
+            tenant_roles: vec![(alice, tenant, Role::Staff)],
+            memberships: vec![(alice, room)],
+        })
+        .await
+        .unwrap();
+        authz.begin_reload();
+        // Read before the removal below: the snapshot still has the membership.
+        let stale = Snapshot {
+            tenant_roles: vec![(alice, tenant, Role::Staff)],
+            memberships: vec![(alice, room)],
+        };
+        authz.set_user(alice, tenant, Some(Role::Staff), &[]);
+        let again = authz.finish_reload(stale);
+        assert_eq!(again, vec![alice]);
+        // The caller applies alice's current rows again.
+        authz.set_user(alice, tenant, Some(Role::Staff), &[]);
+        assert!(!authz.is_room_member(alice, room));
+    }
+
+    #[test]
+    fn compact_roles_answer_like_a_role_manager() {
+        let mut rm = CompactRoles::default();
+        rm.add_link("user:a", "room_member", Some("room:1"));
+        rm.add_link("user:a", "staff", Some("tenant:t"));
+        rm.add_link("user:b", "room_member", Some("room:1"));
+        assert!(rm.has_link("user:a", "room_member", Some("room:1")));
+        assert!(!rm.has_link("user:a", "room_member", Some("room:2")));
+        assert!(rm.has_link("x", "x", None));
+        assert_eq!(rm.get_roles("user:a", Some("room:1")), vec!["room_member"]);
+        let mut users = rm.get_users("room_member", Some("room:1"));
+        users.sort();
+        assert_eq!(users, vec!["user:a", "user:b"]);
+        rm.delete_link("user:a", "room_member", Some("room:1"))
             .unwrap();
-        assert!(!authz.is_room_member(bob, room).await);
-        assert!(authz.is_room_member(alice, other_room).await);
+        assert!(!rm.has_link("user:a", "room_member", Some("room:1")));
+        assert_eq!(rm.len(), 2);
+        rm.clear();
+        assert!(rm.is_empty());
     }
 }

@@ -2,6 +2,8 @@
 //! that changes another user's account takes a [`UserAdmin`], which only this module creates.
 
 pub mod enforcer;
+pub mod rooms;
+pub mod sync;
 
 use entity::kinds::Role;
 use entity::{facility, tenant, user};

@@ -149,11 +149,14 @@ impl IssuedCredential {
 pub struct ReviewResult {
     pub application: Application,
     pub issued: Vec<IssuedCredential>,
+    /// The room a ROOM_* application opened, changed or closed.
+    pub room: Option<crate::graphql::rooms::Room>,
 }
 
 impl ReviewResult {
-    pub fn new(review: Review, tz: Tz) -> Self {
+    pub fn new(review: Review, tz: Tz, room: Option<crate::graphql::rooms::Room>) -> Self {
         ReviewResult {
+            room,
             application: Application {
                 model: review.application,
                 tz,
@@ -224,6 +227,7 @@ impl RegistrationInput {
                     email: s.email,
                     facility_admin: s.facility_admin.unwrap_or(false),
                     device_label: s.device_label.unwrap_or_else(|| "default".into()),
+                    room_ids: Vec::new(),
                 })
                 .collect(),
             representative_pledge_accepted: self.representative_pledge_accepted,

@@ -22,6 +22,8 @@ pub struct RequestContext {
     /// `Authorization: Bearer …`, or the session cookie.
     pub session_token: Option<SecretString>,
     caller: tokio::sync::OnceCell<Caller>,
+    /// The room this request asked about, for the audit of a refusal.
+    room: std::sync::Mutex<Option<uuid::Uuid>>,
 }
 
 impl RequestContext {
@@ -35,7 +37,20 @@ impl RequestContext {
             client_ip,
             session_token,
             caller: tokio::sync::OnceCell::new(),
+            room: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Remembers the room a resolver is about to check access to.
+    pub fn note_room(&self, id: uuid::Uuid) {
+        if let Ok(mut slot) = self.room.lock() {
+            *slot = Some(id);
+        }
+    }
+
+    /// The room last named by a resolver of this request, if any.
+    pub fn noted_room(&self) -> Option<uuid::Uuid> {
+        self.room.lock().ok().and_then(|slot| *slot)
     }
 
     /// The caller, if a resolver of this request has already authenticated it.

@@ -111,9 +111,12 @@ impl Extension for AuditDenialsExtension {
         let root = root_name(self.operation.lock().ok().and_then(|g| *g));
         let origin = caller.origin(request);
         for path in denied {
-            let event = Event::new(caller.tenant.id, "authz.denied", AuditOutcome::Denied)
+            let mut event = Event::new(caller.tenant.id, "authz.denied", AuditOutcome::Denied)
                 .by(&origin)
                 .target("field", format!("{root}{path}"));
+            if let Some(room) = request.noted_room() {
+                event = event.room(room);
+            }
             if let Err(e) = state.audit.read(event).await {
                 tracing::error!(error = ?e, "audit: could not record a denial");
             }

@@ -5,6 +5,7 @@ pub mod context;
 mod denials;
 pub mod mutation;
 pub mod query;
+pub mod rooms;
 pub mod types;
 
 use async_graphql::{EmptySubscription, Schema};

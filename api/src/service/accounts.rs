@@ -340,6 +340,9 @@ pub async fn finish_suspension(
     suspension: &Suspension,
     origin: &Origin,
 ) -> AppResult<()> {
+    // Their memberships ended in the suspension's transaction: every instance drops them now.
+    let ids: Vec<_> = suspension.users.iter().map(|u| u.id).collect();
+    crate::authz::sync::users_changed(state, &ids).await;
     for user in &suspension.users {
         let ended = state
             .sessions

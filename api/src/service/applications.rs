@@ -19,8 +19,10 @@ use secrecy::SecretString;
 use serde::Serialize;
 use uuid::Uuid;
 
-use entity::kinds::{AccountStatus, ApplicationKind, ApplicationStatus, AuditOutcome, Role};
-use entity::{application, facility, tenant, user};
+use entity::kinds::{
+    AccountStatus, ApplicationKind, ApplicationStatus, AuditOutcome, Role, RoomStatus,
+};
+use entity::{application, facility, room, tenant, user};
 
 use crate::auth::pki;
 use crate::authz::{ApplicationScope, CityAdmin, FacilityAdmin};
@@ -30,7 +32,7 @@ use crate::service::audit::{self, Event, Origin};
 use crate::service::certificates::{self, Issuance};
 use crate::service::forms::{self, ChangeForm, RegistrationForm, StaffEntry, SuspensionForm};
 use crate::service::page::{self, Page};
-use crate::service::{counters, enum_name, facilities, now, tenants, users};
+use crate::service::{counters, enum_name, facilities, invitations, now, rooms, tenants, users};
 use crate::state::AppState;
 
 /// Longest review note.
@@ -48,13 +50,15 @@ async fn next_reference(db: &impl ConnectionTrait, tenant: &tenant::Model) -> Ap
     Ok(format!("R{year}-{n:06}"))
 }
 
-struct NewApplication<'a> {
-    tenant: &'a tenant::Model,
-    kind: ApplicationKind,
-    facility_id: Option<Uuid>,
-    submitted_by: Option<Uuid>,
-    contact_email: Option<String>,
-    payload: String,
+/// An application about to be filed (its payload already validated and serialised).
+pub struct NewApplication<'a> {
+    pub tenant: &'a tenant::Model,
+    pub kind: ApplicationKind,
+    pub facility_id: Option<Uuid>,
+    pub submitted_by: Option<Uuid>,
+    pub contact_email: Option<String>,
+    pub payload: String,
+    pub room_id: Option<Uuid>,
 }
 
 impl<'a> NewApplication<'a> {
@@ -72,6 +76,7 @@ impl<'a> NewApplication<'a> {
             submitted_by: Some(cap.admin.id),
             contact_email: None,
             payload,
+            room_id: None,
         }
     }
 }
@@ -84,7 +89,19 @@ async fn file(
     origin: &Origin,
 ) -> AppResult<application::Model> {
     let txn = crate::db::begin_write(db).await?;
-    let reference = next_reference(&txn, new.tenant).await?;
+    let created = file_in(&txn, new, origin).await?;
+    txn.commit().await?;
+    Ok(created)
+}
+
+/// Numbers and stores a validated application and records `application.submit`, in the
+/// caller's transaction.
+pub async fn file_in(
+    txn: &impl ConnectionTrait,
+    new: NewApplication<'_>,
+    origin: &Origin,
+) -> AppResult<application::Model> {
+    let reference = next_reference(txn, new.tenant).await?;
     let at = now();
     let created = application::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -101,9 +118,10 @@ async fn file(
         reviewed_at: Set(None),
         review_note: Set(None),
         outcome: Set(None),
+        room_id: Set(new.room_id),
         updated_at: Set(at),
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
     let mut event = Event::new(new.tenant.id, "application.submit", AuditOutcome::Allowed)
         .by(origin)
@@ -113,8 +131,10 @@ async fn file(
     if let Some(facility) = created.facility_id {
         event = event.detail("facilityId", facility.to_string());
     }
-    audit::record(&txn, event).await?;
-    txn.commit().await?;
+    if let Some(room) = created.room_id {
+        event = event.room(room);
+    }
+    audit::record(txn, event).await?;
     Ok(created)
 }
 
@@ -177,6 +197,7 @@ pub async fn submit_registration(
             submitted_by,
             contact_email: Some(form.contact_email.clone()),
             payload: to_json(&form)?,
+            room_id: None,
         },
         &origin,
     )
@@ -204,8 +225,157 @@ pub async fn submit_change(
             "the facility must keep at least one active facility admin",
         ),
     })?;
+    for (i, entry) in form.add_staff.iter().enumerate() {
+        for (j, room_id) in entry.room_ids.iter().enumerate() {
+            let field = format!("addStaff[{i}].roomIds[{j}]");
+            let room = rooms::in_tenant(db, tenant.id, *room_id)
+                .await
+                .map_err(|_| AppError::bad_input(field.clone(), "no such room"))?;
+            if room.status != RoomStatus::Open {
+                return Err(AppError::bad_input(field, "the room is not open"));
+            }
+        }
+    }
     let new = NewApplication::of_facility(cap, tenant, ApplicationKind::Change, to_json(&form)?);
     file(db, new, origin).await
+}
+
+/// The people a room application names: ACTIVE users of the tenant (unknown or other
+/// tenants' ids NOT_FOUND, others CONFLICT), without repeats.
+async fn room_invitees(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    ids: &[Uuid],
+    field: &str,
+) -> AppResult<Vec<Uuid>> {
+    if ids.len() > 200 {
+        return Err(AppError::bad_input(field, "at most 200 people at once"));
+    }
+    let mut out: Vec<Uuid> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if out.contains(id) {
+            continue;
+        }
+        let user = users::in_tenant(db, tenant_id, *id).await?;
+        if user.status != AccountStatus::Active {
+            return Err(AppError::Conflict(format!(
+                "{} is {} and cannot be invited",
+                user.login_id,
+                enum_name(&user.status)
+            )));
+        }
+        out.push(*id);
+    }
+    Ok(out)
+}
+
+/// What a ROOM_CREATION application carries (forms 8 + 9).
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomCreationForm {
+    pub patient: rooms::PatientForm,
+    pub consent: rooms::ConsentForm,
+    pub member_ids: Vec<Uuid>,
+}
+
+/// `requestRoom` (STAFF or FACILITY_ADMIN): the city's approval opens the room and invites the
+/// listed people and the requester.
+pub async fn submit_room_creation(
+    db: &sea_orm::DatabaseConnection,
+    caller: &user::Model,
+    tenant: &tenant::Model,
+    form: RoomCreationForm,
+    origin: &Origin,
+) -> AppResult<application::Model> {
+    if !matches!(caller.role, Role::Staff | Role::FacilityAdmin) {
+        return Err(AppError::Forbidden);
+    }
+    let today = rooms::today(tenant);
+    let form = RoomCreationForm {
+        patient: form.patient.validated("patient", today)?,
+        consent: form.consent.validated("consent", today)?,
+        member_ids: room_invitees(db, tenant.id, &form.member_ids, "memberIds").await?,
+    };
+    file(
+        db,
+        NewApplication {
+            tenant,
+            kind: ApplicationKind::RoomCreation,
+            facility_id: caller.facility_id,
+            submitted_by: Some(caller.id),
+            contact_email: None,
+            payload: to_json(&form)?,
+            room_id: None,
+        },
+        origin,
+    )
+    .await
+}
+
+/// What a ROOM_MEMBERSHIP application carries (form 9 or 7).
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomMembershipForm {
+    pub room_id: Uuid,
+    pub user_ids: Vec<Uuid>,
+}
+
+/// `requestRoomMembers`: a member of the room, or a FACILITY_ADMIN for its own facility's
+/// people, asks the city to invite `user_ids`.
+pub async fn submit_room_membership(
+    state: &AppState,
+    caller: &user::Model,
+    tenant: &tenant::Model,
+    room: entity::room::Model,
+    user_ids: &[Uuid],
+    origin: &Origin,
+) -> AppResult<application::Model> {
+    if room.tenant_id != caller.tenant_id {
+        return Err(AppError::NotFound);
+    }
+    let member = crate::authz::rooms::member_may(&state.authz, caller, &room, "members", "request");
+    let facility_admin =
+        crate::authz::rooms::tenant_may(&state.authz, caller, "members", "request");
+    if !member && !facility_admin {
+        return Err(AppError::Forbidden);
+    }
+    if user_ids.is_empty() {
+        return Err(AppError::bad_input("userIds", "name at least one person"));
+    }
+    let ids = room_invitees(&state.db, tenant.id, user_ids, "userIds").await?;
+    if !member {
+        // A facility admin outside the room speaks for its own people only.
+        for id in &ids {
+            let user = users::in_tenant(&state.db, tenant.id, *id).await?;
+            if user.facility_id.is_none() || user.facility_id != caller.facility_id {
+                return Err(AppError::Forbidden);
+            }
+        }
+    }
+    if room.status != RoomStatus::Open {
+        return Err(AppError::Conflict(format!(
+            "the room is {}",
+            enum_name(&room.status)
+        )));
+    }
+    let form = RoomMembershipForm {
+        room_id: room.id,
+        user_ids: ids,
+    };
+    file(
+        &state.db,
+        NewApplication {
+            tenant,
+            kind: ApplicationKind::RoomMembership,
+            facility_id: caller.facility_id,
+            submitted_by: Some(caller.id),
+            contact_email: None,
+            payload: to_json(&form)?,
+            room_id: Some(room.id),
+        },
+        origin,
+    )
+    .await
 }
 
 enum ChangeProblem {
@@ -501,6 +671,8 @@ impl std::fmt::Debug for IssuedAccount {
 pub struct Review {
     pub application: application::Model,
     pub issued: Vec<IssuedAccount>,
+    /// The room a ROOM_* application concerns.
+    pub room: Option<room::Model>,
 }
 
 /// Reviews an application (CITY_ADMIN): rejects it with a note, or approves it and carries out
@@ -542,23 +714,51 @@ pub async fn review(
         let txn = crate::db::begin_write(&state.db).await?;
         decided.claim(&txn, ApplicationStatus::Rejected).await?;
         decided.record(&txn, "application.reject", None).await?;
+        if app.kind == ApplicationKind::RoomClosure
+            && let Some(room_id) = app.room_id
+        {
+            // The end of service is not confirmed: the room goes on.
+            rooms::reopen_in(&txn, room_id, origin).await?;
+        }
         let application = reload(&txn, id).await?;
+        let room = match application.room_id {
+            Some(room_id) => Some(rooms::reload(&txn, room_id).await?),
+            None => None,
+        };
         txn.commit().await?;
         return Ok(Review {
             application,
             issued: Vec::new(),
+            room,
         });
     }
     match app.kind {
         ApplicationKind::Registration => approve_registration(state, tenant, &decided).await,
         ApplicationKind::Change => approve_change(state, tenant, &decided).await,
         ApplicationKind::Suspension => approve_suspension(state, tenant, &decided).await,
-        ApplicationKind::RoomCreation
-        | ApplicationKind::RoomMembership
-        | ApplicationKind::RoomClosure => Err(AppError::Conflict(
-            "room applications are reviewed once rooms are available".into(),
-        )),
+        ApplicationKind::RoomCreation => approve_room_creation(state, tenant, &decided).await,
+        ApplicationKind::RoomMembership => approve_room_membership(state, &decided).await,
+        ApplicationKind::RoomClosure => approve_room_closure(state, &decided).await,
     }
+}
+
+/// Approves a pending application as a side effect of a direct act (`closeRoom` concludes the
+/// room's ROOM_CLOSURE), in the caller's transaction.
+pub async fn conclude_in(
+    txn: &impl ConnectionTrait,
+    app: &application::Model,
+    reviewer: Uuid,
+    note: &str,
+    origin: &Origin,
+) -> AppResult<()> {
+    let decided = Decided {
+        app,
+        reviewer,
+        note: Some(note),
+        origin,
+    };
+    decided.claim(txn, ApplicationStatus::Approved).await?;
+    decided.record(txn, "application.approve", None).await
 }
 
 /// The review being carried out: who decides, with which note.
@@ -591,6 +791,9 @@ impl Decided<'_> {
             active.outcome = Set(Some(to_json(outcome)?));
             if let Some(facility) = outcome.facility_id {
                 active.facility_id = Set(Some(facility));
+            }
+            if let Some(room) = outcome.room_id {
+                active.room_id = Set(Some(room));
             }
             active.update(txn).await?;
         }
@@ -625,6 +828,10 @@ struct Outcome {
     changed_user_ids: Vec<Uuid>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     suspended_user_ids: Vec<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    invitation_ids: Vec<Uuid>,
 }
 
 /// An account made ready outside the transaction: password hashed, certificate signed and
@@ -769,6 +976,7 @@ async fn approve_registration(
     Ok(Review {
         application,
         issued,
+        room: None,
     })
 }
 
@@ -812,6 +1020,24 @@ async fn approve_change(
         facilities::apply_changes(&txn, facility.clone(), changes, decided.origin).await?;
     }
     let issued = store_accounts(&txn, prepared, decided.origin).await?;
+    let mut invitation_ids = Vec::new();
+    for (entry, account) in form.add_staff.iter().zip(&issued) {
+        for room_id in &entry.room_ids {
+            let room = rooms::in_tenant(&txn, tenant.id, *room_id).await?;
+            let made = invitations::invite_in(
+                &txn,
+                &state.config,
+                &room,
+                &[account.user.id],
+                decided.reviewer,
+                Some(decided.app.id),
+                "addStaff.roomIds",
+                decided.origin,
+            )
+            .await?;
+            invitation_ids.extend(made.iter().map(|i| i.id));
+        }
+    }
     let mut changed_user_ids = Vec::new();
     for change in &form.change_staff {
         let Some(current) = staff.iter().find(|u| u.id == change.user_id) else {
@@ -823,6 +1049,7 @@ async fn approve_change(
     let outcome = Outcome {
         created_user_ids: issued.iter().map(|i| i.user.id).collect(),
         changed_user_ids,
+        invitation_ids,
         ..Outcome::default()
     };
     decided
@@ -836,6 +1063,7 @@ async fn approve_change(
     Ok(Review {
         application,
         issued,
+        room: None,
     })
 }
 
@@ -897,6 +1125,7 @@ async fn approve_suspension(
     Ok(Review {
         application,
         issued: Vec::new(),
+        room: None,
     })
 }
 
@@ -910,4 +1139,138 @@ mod tests {
         assert_eq!(login_id("F0012", 1234), "f0012-1234");
         assert!(crate::service::tenants::validate_login_id(&login_id("F0001", 1)).is_ok());
     }
+}
+
+async fn approve_room_creation(
+    state: &AppState,
+    tenant: &tenant::Model,
+    decided: &Decided<'_>,
+) -> AppResult<Review> {
+    let form: RoomCreationForm = decided.form()?;
+    let txn = crate::db::begin_write(&state.db).await?;
+    decided.claim(&txn, ApplicationStatus::Approved).await?;
+    let room = rooms::open_in(
+        &txn,
+        tenant.id,
+        decided.reviewer,
+        &form.patient,
+        &form.consent,
+        decided.origin,
+    )
+    .await?;
+    // The requester works in the room it asked for.
+    let mut invitees = form.member_ids.clone();
+    if let Some(submitter) = decided.app.submitted_by
+        && !invitees.contains(&submitter)
+    {
+        invitees.push(submitter);
+    }
+    let made = invitations::invite_in(
+        &txn,
+        &state.config,
+        &room,
+        &invitees,
+        decided.reviewer,
+        Some(decided.app.id),
+        "memberIds",
+        decided.origin,
+    )
+    .await?;
+    let outcome = Outcome {
+        room_id: Some(room.id),
+        invitation_ids: made.iter().map(|i| i.id).collect(),
+        ..Outcome::default()
+    };
+    decided
+        .record(&txn, "application.approve", Some(&outcome))
+        .await?;
+    let application = reload(&txn, decided.app.id).await?;
+    txn.commit().await?;
+    Ok(Review {
+        application,
+        issued: Vec::new(),
+        room: Some(room),
+    })
+}
+
+async fn approve_room_membership(state: &AppState, decided: &Decided<'_>) -> AppResult<Review> {
+    let form: RoomMembershipForm = decided.form()?;
+    let txn = crate::db::begin_write(&state.db).await?;
+    decided.claim(&txn, ApplicationStatus::Approved).await?;
+    let room = rooms::in_tenant(&txn, decided.app.tenant_id, form.room_id).await?;
+    // Since submission some may have joined or been invited: they are left as they are.
+    let mut invitees = Vec::new();
+    for id in form.user_ids {
+        let already = crate::service::memberships::current(&txn, room.id, id)
+            .await?
+            .is_some()
+            || invitations::pending_for(&txn, room.id, id).await?.is_some();
+        if !already {
+            invitees.push(id);
+        }
+    }
+    let made = invitations::invite_in(
+        &txn,
+        &state.config,
+        &room,
+        &invitees,
+        decided.reviewer,
+        Some(decided.app.id),
+        "userIds",
+        decided.origin,
+    )
+    .await?;
+    let outcome = Outcome {
+        room_id: Some(room.id),
+        invitation_ids: made.iter().map(|i| i.id).collect(),
+        ..Outcome::default()
+    };
+    decided
+        .record(&txn, "application.approve", Some(&outcome))
+        .await?;
+    let application = reload(&txn, decided.app.id).await?;
+    txn.commit().await?;
+    Ok(Review {
+        application,
+        issued: Vec::new(),
+        room: Some(room),
+    })
+}
+
+/// What a ROOM_CLOSURE application carries: the end-of-service reason the member posted.
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomClosureForm {
+    room_id: Uuid,
+    reason: String,
+}
+
+async fn approve_room_closure(state: &AppState, decided: &Decided<'_>) -> AppResult<Review> {
+    let form: RoomClosureForm = decided.form()?;
+    let txn = crate::db::begin_write(&state.db).await?;
+    decided.claim(&txn, ApplicationStatus::Approved).await?;
+    let room = rooms::in_tenant(&txn, decided.app.tenant_id, form.room_id).await?;
+    let room = rooms::close_in(
+        &txn,
+        state,
+        &room,
+        decided.reviewer,
+        &form.reason,
+        decided.origin,
+    )
+    .await?;
+    let outcome = Outcome {
+        room_id: Some(room.id),
+        ..Outcome::default()
+    };
+    decided
+        .record(&txn, "application.approve", Some(&outcome))
+        .await?;
+    let application = reload(&txn, decided.app.id).await?;
+    txn.commit().await?;
+    Ok(Review {
+        application,
+        issued: Vec::new(),
+        room: Some(room),
+    })
 }

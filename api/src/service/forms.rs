@@ -128,7 +128,7 @@ pub fn phone(field: &str, value: &str) -> AppResult<String> {
     }
 }
 
-fn optional<T>(
+pub fn optional<T>(
     value: Option<&str>,
     parse: impl FnOnce(&str) -> AppResult<T>,
 ) -> AppResult<Option<T>> {
@@ -156,6 +156,9 @@ pub struct StaffEntry {
     pub facility_admin: bool,
     #[serde(default = "default_device_label")]
     pub device_label: String,
+    /// Form 7 only: rooms the new person is invited to once the change is approved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub room_ids: Vec<Uuid>,
 }
 
 fn default_device_label() -> String {
@@ -174,6 +177,7 @@ impl StaffEntry {
             email: optional(self.email.as_deref(), |v| email(&format!("{at}.email"), v))?,
             facility_admin: self.facility_admin,
             device_label: text(&format!("{at}.deviceLabel"), &self.device_label, 64)?,
+            room_ids: self.room_ids,
         })
     }
 }
@@ -253,6 +257,12 @@ impl RegistrationForm {
             return Err(AppError::bad_input("staff", "at least one staff member"));
         }
         let staff = validated_staff(self.staff, "staff")?;
+        if let Some(i) = staff.iter().position(|s| !s.room_ids.is_empty()) {
+            return Err(AppError::bad_input(
+                format!("staff[{i}].roomIds"),
+                "a new facility has no rooms yet; name rooms in a change (form 7)",
+            ));
+        }
         if !staff.iter().any(|s| s.facility_admin) {
             return Err(AppError::bad_input(
                 "staff",

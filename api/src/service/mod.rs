@@ -5,13 +5,17 @@ pub mod accounts;
 pub mod applications;
 pub mod audit;
 pub mod certificates;
+pub mod consents;
 pub mod counters;
 pub mod facilities;
 pub mod forms;
+pub mod invitations;
 pub mod login;
 pub mod memberships;
+pub mod notes;
 pub mod page;
 pub mod register;
+pub mod rooms;
 pub mod tenants;
 pub mod users;
 

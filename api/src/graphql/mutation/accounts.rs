@@ -178,6 +178,8 @@ impl CityAccountMutation {
         let user =
             accounts::reactivate_user(&txn, cap.target, &caller.origin(ctx.request()?)).await?;
         txn.commit().await.map_err(AppError::from)?;
+        // Its tenant role comes back (its room memberships do not: they ended).
+        crate::authz::sync::users_changed(state, &[user.id]).await;
         Ok(User::new(user, caller.tz()))
     }
 

@@ -154,6 +154,10 @@ impl ApplicationMutation {
             &caller.origin(ctx.request()?),
         )
         .await?;
-        Ok(ReviewResult::new(review, caller.tz()))
+        let room = match &review.room {
+            Some(room) => Some(crate::graphql::rooms::room_for(ctx, caller, room.id).await?),
+            None => None,
+        };
+        Ok(ReviewResult::new(review, caller.tz(), room))
     }
 }

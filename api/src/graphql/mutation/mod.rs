@@ -4,6 +4,7 @@ use async_graphql::MergedObject;
 
 mod accounts;
 mod applications;
+mod rooms;
 mod session;
 
 #[derive(MergedObject, Default)]
@@ -12,4 +13,5 @@ pub struct Mutation(
     applications::ApplicationMutation,
     accounts::AccountMutation,
     accounts::CityAccountMutation,
+    rooms::RoomMutation,
 );

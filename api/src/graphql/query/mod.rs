@@ -5,6 +5,7 @@ use async_graphql::MergedObject;
 mod applications;
 mod audit;
 mod register;
+mod rooms;
 mod session;
 
 #[derive(MergedObject, Default)]
@@ -13,4 +14,5 @@ pub struct Query(
     register::RegisterQuery,
     applications::ApplicationQuery,
     audit::AuditQuery,
+    rooms::RoomQuery,
 );

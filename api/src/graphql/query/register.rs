@@ -29,7 +29,7 @@ pub struct TenantStatistics {
     pub users_by_occupation: Vec<CountByKey>,
     pub users_by_status: Vec<CountByKey>,
     pub facilities_by_kind: Vec<CountByKey>,
-    /// Rooms by status; empty while the tenant has no rooms.
+    /// Rooms by status (OPEN, CLOSING, CLOSED).
     pub rooms_by_status: Vec<CountByKey>,
 }
 
@@ -133,7 +133,13 @@ impl RegisterQuery {
             users_by_occupation: keyed(stats.users_by_occupation),
             users_by_status: keyed(stats.users_by_status),
             facilities_by_kind: keyed(stats.facilities_by_kind),
-            rooms_by_status: Vec::new(),
+            rooms_by_status: keyed(
+                crate::service::rooms::count_by_status(&state.db, cap.tenant_id)
+                    .await?
+                    .into_iter()
+                    .map(|(k, n)| (k, u64::try_from(n).unwrap_or(0)))
+                    .collect(),
+            ),
         })
     }
 }
