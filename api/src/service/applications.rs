@@ -282,12 +282,13 @@ pub struct RoomCreationForm {
 /// listed people and the requester.
 pub async fn submit_room_creation(
     db: &sea_orm::DatabaseConnection,
+    authz: &crate::authz::enforcer::Authorizer,
     caller: &user::Model,
     tenant: &tenant::Model,
     form: RoomCreationForm,
     origin: &Origin,
 ) -> AppResult<application::Model> {
-    if !matches!(caller.role, Role::Staff | Role::FacilityAdmin) {
+    if !crate::authz::rooms::tenant_may(authz, caller, "rooms", "request") {
         return Err(AppError::Forbidden);
     }
     let today = rooms::today(tenant);

@@ -78,6 +78,7 @@ impl RoomMutation {
         };
         let model = applications::submit_room_creation(
             &state.db,
+            &state.authz,
             &caller.user,
             &caller.tenant,
             form,
