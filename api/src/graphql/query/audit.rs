@@ -210,6 +210,9 @@ impl AuditQuery {
         let (caller, reader) = reader(ctx).await?;
         let state = ctx.state()?;
         let room = Uuid::parse_str(room_id.as_str()).map_err(|_| AppError::NotFound)?;
+        ctx.request()?.note_room(room);
+        // Another tenant's room, or none: NOT_FOUND, not an empty report.
+        crate::service::rooms::in_tenant(&state.db, reader.tenant_id, room).await?;
         state.audit.flush().await;
         let events = audit::room_events(&state.db, reader, room, utc(from), utc(to)).await?;
         record_review(
