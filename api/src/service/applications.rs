@@ -1177,21 +1177,8 @@ async fn approve_room_creation(
         decided.origin,
     )
     .await?;
-    let outcome = Outcome {
-        room_id: Some(room.id),
-        invitation_ids: made.iter().map(|i| i.id).collect(),
-        ..Outcome::default()
-    };
-    decided
-        .record(&txn, "application.approve", Some(&outcome))
-        .await?;
-    let application = reload(&txn, decided.app.id).await?;
-    txn.commit().await?;
-    Ok(Review {
-        application,
-        issued: Vec::new(),
-        room: Some(room),
-    })
+    let invitation_ids = made.iter().map(|i| i.id).collect();
+    finish_room_approval(txn, decided, room, invitation_ids).await
 }
 
 async fn approve_room_membership(state: &AppState, decided: &Decided<'_>) -> AppResult<Review> {
@@ -1221,21 +1208,8 @@ async fn approve_room_membership(state: &AppState, decided: &Decided<'_>) -> App
         decided.origin,
     )
     .await?;
-    let outcome = Outcome {
-        room_id: Some(room.id),
-        invitation_ids: made.iter().map(|i| i.id).collect(),
-        ..Outcome::default()
-    };
-    decided
-        .record(&txn, "application.approve", Some(&outcome))
-        .await?;
-    let application = reload(&txn, decided.app.id).await?;
-    txn.commit().await?;
-    Ok(Review {
-        application,
-        issued: Vec::new(),
-        room: Some(room),
-    })
+    let invitation_ids = made.iter().map(|i| i.id).collect();
+    finish_room_approval(txn, decided, room, invitation_ids).await
 }
 
 /// What a ROOM_CLOSURE application carries: the end-of-service reason the member posted.
@@ -1260,8 +1234,19 @@ async fn approve_room_closure(state: &AppState, decided: &Decided<'_>) -> AppRes
         decided.origin,
     )
     .await?;
+    finish_room_approval(txn, decided, room, Vec::new()).await
+}
+
+/// Records what a ROOM_* approval did and commits it.
+async fn finish_room_approval(
+    txn: sea_orm::DatabaseTransaction,
+    decided: &Decided<'_>,
+    room: room::Model,
+    invitation_ids: Vec<Uuid>,
+) -> AppResult<Review> {
     let outcome = Outcome {
         room_id: Some(room.id),
+        invitation_ids,
         ..Outcome::default()
     };
     decided
