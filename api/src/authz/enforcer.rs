@@ -387,8 +387,8 @@ impl Authorizer {
     }
 
     /// Ends a reload that could not read its snapshot: the current groupings stay.
-    pub fn finish_reload_aborted(&self) -> usize {
-        self.reloading.lock().take().map_or(0, |s| s.len())
+    pub fn abort_reload(&self) {
+        self.reloading.lock().take();
     }
 
     /// Replaces everything with a fresh snapshot at once (tests, benchmark).

@@ -124,8 +124,7 @@ pub async fn full_reload(db: &impl ConnectionTrait, authz: &Authorizer) -> AppRe
     let snapshot = match snapshot(db).await {
         Ok(s) => s,
         Err(e) => {
-            // Leaves the current groupings; the touched set is dropped with the next begin.
-            let _ = authz.finish_reload_aborted();
+            authz.abort_reload();
             return Err(e);
         }
     };

@@ -66,7 +66,7 @@ impl Application {
     }
     /// Null when submitted without an account (registration).
     async fn submitted_by(&self, ctx: &Context<'_>) -> Result<Option<User>> {
-        user_by_id(ctx, self.model.submitted_by, self.tz).await
+        User::by_id(ctx, self.model.submitted_by, self.tz).await
     }
     async fn submitted_at(&self) -> DateTime<FixedOffset> {
         local(self.model.submitted_at, self.tz)
@@ -76,7 +76,7 @@ impl Application {
         Json(serde_json::from_str(&self.model.payload).unwrap_or(serde_json::Value::Null))
     }
     async fn reviewed_by(&self, ctx: &Context<'_>) -> Result<Option<User>> {
-        user_by_id(ctx, self.model.reviewed_by, self.tz).await
+        User::by_id(ctx, self.model.reviewed_by, self.tz).await
     }
     async fn reviewed_at(&self) -> Option<DateTime<FixedOffset>> {
         self.model.reviewed_at.map(|at| local(at, self.tz))
@@ -84,14 +84,6 @@ impl Application {
     async fn review_note(&self) -> Option<&str> {
         self.model.review_note.as_deref()
     }
-}
-
-async fn user_by_id(ctx: &Context<'_>, id: Option<uuid::Uuid>, tz: Tz) -> Result<Option<User>> {
-    let Some(id) = id else {
-        return Ok(None);
-    };
-    let state = ctx.state()?;
-    Ok(users::by_id(&state.db, id).await?.map(|u| User::new(u, tz)))
 }
 
 #[derive(SimpleObject)]

@@ -15,8 +15,7 @@ use crate::graphql::types::{Date, PageInfo, User, local, total};
 use crate::service::audit::Event;
 use crate::service::page;
 use crate::service::rooms::{ConsentForm, PatientForm};
-use crate::service::{invitations, memberships, notes, users};
-use crate::state::AppState;
+use crate::service::{invitations, memberships, notes};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "entity::kinds::RoomStatus")]
@@ -139,11 +138,10 @@ impl From<ConsentInput> for ConsentForm {
 }
 
 /// A user by id, for the people a room shows (members, inviters, authors).
-async fn user_of(state: &AppState, id: uuid::Uuid, tz: Tz) -> Result<User> {
-    let model = users::by_id(&state.db, id)
+async fn user_of(ctx: &Context<'_>, id: uuid::Uuid, tz: Tz) -> Result<User> {
+    Ok(User::by_id(ctx, Some(id), tz)
         .await?
-        .ok_or(crate::error::AppError::NotFound)?;
-    Ok(User::new(model, tz))
+        .ok_or(crate::error::AppError::NotFound)?)
 }
 
 /// Records a read of patient data in the room (buffered, like every read event).
@@ -355,14 +353,14 @@ pub struct RoomMember {
 #[Object]
 impl RoomMember {
     async fn user(&self, ctx: &Context<'_>) -> Result<User> {
-        user_of(ctx.state()?, self.model.user_id, self.tz).await
+        user_of(ctx, self.model.user_id, self.tz).await
     }
     async fn joined_at(&self) -> DateTime<FixedOffset> {
         local(self.model.joined_at, self.tz)
     }
     async fn invited_by(&self, ctx: &Context<'_>) -> Result<Option<User>> {
         match self.model.invited_by {
-            Some(id) => Ok(Some(user_of(ctx.state()?, id, self.tz).await?)),
+            Some(id) => Ok(Some(user_of(ctx, id, self.tz).await?)),
             None => Ok(None),
         }
     }
@@ -392,7 +390,7 @@ impl Consent {
         Date(self.model.consented_on)
     }
     async fn recorded_by(&self, ctx: &Context<'_>) -> Result<User> {
-        user_of(ctx.state()?, self.model.recorded_by, self.tz).await
+        user_of(ctx, self.model.recorded_by, self.tz).await
     }
     async fn withdrawn_at(&self) -> Option<DateTime<FixedOffset>> {
         self.model.withdrawn_at.map(|t| local(t, self.tz))
@@ -421,10 +419,10 @@ impl Invitation {
         Ok(room.patient_label)
     }
     async fn invitee(&self, ctx: &Context<'_>) -> Result<User> {
-        user_of(ctx.state()?, self.model.invitee_id, self.tz).await
+        user_of(ctx, self.model.invitee_id, self.tz).await
     }
     async fn invited_by(&self, ctx: &Context<'_>) -> Result<User> {
-        user_of(ctx.state()?, self.model.invited_by, self.tz).await
+        user_of(ctx, self.model.invited_by, self.tz).await
     }
     async fn status(&self) -> InvitationStatus {
         invitations::effective_status(&self.model).into()
@@ -457,7 +455,7 @@ impl Note {
         }
     }
     async fn author(&self, ctx: &Context<'_>) -> Result<User> {
-        user_of(ctx.state()?, self.model.author_id, self.tz).await
+        user_of(ctx, self.model.author_id, self.tz).await
     }
     async fn category(&self) -> NoteCategory {
         self.model.category.into()

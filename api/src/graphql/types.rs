@@ -263,6 +263,17 @@ impl User {
     pub fn new(model: user::Model, tz: Tz) -> Self {
         User { model, tz }
     }
+
+    /// The user a stored id names (submitter, reviewer, actor, member …), if any.
+    pub async fn by_id(ctx: &Context<'_>, id: Option<uuid::Uuid>, tz: Tz) -> Result<Option<User>> {
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let state = ctx.state()?;
+        Ok(crate::service::users::by_id(&state.db, id)
+            .await?
+            .map(|u| User::new(u, tz)))
+    }
 }
 
 /// LOCKED only while the lock lasts; an expired lockout shows as ACTIVE.

@@ -138,7 +138,7 @@ pub async fn file_in(
     Ok(created)
 }
 
-fn to_json(value: &impl Serialize) -> AppResult<String> {
+pub fn to_json(value: &impl Serialize) -> AppResult<String> {
     serde_json::to_string(value).map_err(AppError::internal)
 }
 
@@ -247,13 +247,13 @@ async fn room_invitees(
     tenant_id: Uuid,
     ids: &[Uuid],
     field: &str,
-) -> AppResult<Vec<Uuid>> {
+) -> AppResult<Vec<user::Model>> {
     if ids.len() > 200 {
         return Err(AppError::bad_input(field, "at most 200 people at once"));
     }
-    let mut out: Vec<Uuid> = Vec::with_capacity(ids.len());
+    let mut out: Vec<user::Model> = Vec::with_capacity(ids.len());
     for id in ids {
-        if out.contains(id) {
+        if out.iter().any(|u| u.id == *id) {
             continue;
         }
         let user = users::in_tenant(db, tenant_id, *id).await?;
@@ -264,7 +264,7 @@ async fn room_invitees(
                 enum_name(&user.status)
             )));
         }
-        out.push(*id);
+        out.push(user);
     }
     Ok(out)
 }
@@ -295,7 +295,11 @@ pub async fn submit_room_creation(
     let form = RoomCreationForm {
         patient: form.patient.validated("patient", today)?,
         consent: form.consent.validated("consent", today)?,
-        member_ids: room_invitees(db, tenant.id, &form.member_ids, "memberIds").await?,
+        member_ids: room_invitees(db, tenant.id, &form.member_ids, "memberIds")
+            .await?
+            .iter()
+            .map(|u| u.id)
+            .collect(),
     };
     file(
         db,
@@ -343,16 +347,16 @@ pub async fn submit_room_membership(
     if user_ids.is_empty() {
         return Err(AppError::bad_input("userIds", "name at least one person"));
     }
-    let ids = room_invitees(&state.db, tenant.id, user_ids, "userIds").await?;
-    if !member {
-        // A facility admin outside the room speaks for its own people only.
-        for id in &ids {
-            let user = users::in_tenant(&state.db, tenant.id, *id).await?;
-            if user.facility_id.is_none() || user.facility_id != caller.facility_id {
-                return Err(AppError::Forbidden);
-            }
-        }
+    let invitees = room_invitees(&state.db, tenant.id, user_ids, "userIds").await?;
+    // A facility admin outside the room speaks for its own people only.
+    if !member
+        && invitees
+            .iter()
+            .any(|u| u.facility_id.is_none() || u.facility_id != caller.facility_id)
+    {
+        return Err(AppError::Forbidden);
     }
+    let ids = invitees.iter().map(|u| u.id).collect();
     if room.status != RoomStatus::Open {
         return Err(AppError::Conflict(format!(
             "the room is {}",
@@ -1215,9 +1219,9 @@ async fn approve_room_membership(state: &AppState, decided: &Decided<'_>) -> App
 /// What a ROOM_CLOSURE application carries: the end-of-service reason the member posted.
 #[derive(Debug, Clone, serde::Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct RoomClosureForm {
-    room_id: Uuid,
-    reason: String,
+pub struct RoomClosureForm {
+    pub room_id: Uuid,
+    pub reason: String,
 }
 
 async fn approve_room_closure(state: &AppState, decided: &Decided<'_>) -> AppResult<Review> {

@@ -178,15 +178,3 @@ pub async fn end_for_suspended_users(
     invitations::revoke_pending_of_users_in(db, tenant_id, users, origin).await?;
     Ok(ended.len() as u64)
 }
-
-/// Rooms the user is a current member of.
-pub async fn rooms_of(db: &impl ConnectionTrait, user_id: Uuid) -> AppResult<Vec<Uuid>> {
-    Ok(room_member::Entity::find()
-        .select_only()
-        .column(room_member::Column::RoomId)
-        .filter(room_member::Column::UserId.eq(user_id))
-        .filter(room_member::Column::LeftAt.is_null())
-        .into_tuple()
-        .all(db)
-        .await?)
-}

@@ -22,7 +22,7 @@ use crate::error::{AppError, AppResult};
 use crate::service::audit::{self, Event, Origin};
 use crate::service::forms::{self, optional};
 use crate::service::page::{self, Page};
-use crate::service::{consents, enum_name, invitations, memberships, notes, now};
+use crate::service::{applications, consents, enum_name, invitations, memberships, notes, now};
 use crate::state::AppState;
 
 // ---------------------------------------------------------------------------------------------
@@ -385,6 +385,7 @@ pub async fn writable_in(
 pub async fn request_closure(
     state: &AppState,
     access: &RoomAccess,
+    facility_id: Option<Uuid>,
     tenant: &tenant::Model,
     reason: &str,
     origin: &Origin,
@@ -424,13 +425,13 @@ pub async fn request_closure(
     .room(room.id)
     .target("room", room.id);
     audit::record(&txn, event).await?;
-    let payload = serde_json::json!({ "roomId": room.id, "reason": reason }).to_string();
-    let facility_id = crate::service::users::by_id(&txn, access.user_id)
-        .await?
-        .and_then(|u| u.facility_id);
-    let app = crate::service::applications::file_in(
+    let payload = applications::to_json(&applications::RoomClosureForm {
+        room_id: room.id,
+        reason,
+    })?;
+    let app = applications::file_in(
         &txn,
-        crate::service::applications::NewApplication {
+        applications::NewApplication {
             tenant,
             kind: ApplicationKind::RoomClosure,
             facility_id,
@@ -516,7 +517,7 @@ pub async fn close(
         .all(&txn)
         .await?;
     for app in pending {
-        crate::service::applications::conclude_in(
+        applications::conclude_in(
             &txn,
             &app,
             admin.admin_id,

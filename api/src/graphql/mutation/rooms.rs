@@ -136,6 +136,7 @@ impl RoomMutation {
         let model = rooms::request_closure(
             state,
             &access,
+            caller.user.facility_id,
             &caller.tenant,
             &reason,
             &caller.origin(ctx.request()?),

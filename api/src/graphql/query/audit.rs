@@ -14,7 +14,6 @@ use crate::error::AppError;
 use crate::graphql::context::{Caller, ContextExt as _};
 use crate::graphql::types::{PageInfo, User, local};
 use crate::service::audit::{self, Event, Filter};
-use crate::service::users;
 
 #[derive(Default)]
 pub struct AuditQuery;
@@ -47,13 +46,7 @@ impl AuditEvent {
     }
     /// Null for anonymous and system events (failed login with an unknown id, lockout).
     async fn actor(&self, ctx: &Context<'_>) -> Result<Option<User>> {
-        let Some(id) = self.model.actor_id else {
-            return Ok(None);
-        };
-        let state = ctx.state()?;
-        Ok(users::by_id(&state.db, id)
-            .await?
-            .map(|u| User::new(u, self.tz)))
+        User::by_id(ctx, self.model.actor_id, self.tz).await
     }
     async fn action(&self) -> &str {
         &self.model.action
