@@ -11,6 +11,7 @@ mod login;
 mod multi_instance;
 mod room_instances;
 mod room_permissions;
+mod room_timeline;
 mod rooms;
 mod schema_file;
 mod shutdown;
