@@ -342,6 +342,12 @@ async fn replace_body(
         .ok_or(AppError::NotFound)
 }
 
+/// What happens to a note's body.
+enum Change {
+    Edit(String),
+    Delete(String),
+}
+
 /// `editNote` (the author): the earlier body is kept in the revisions.
 pub async fn edit(
     state: &AppState,
@@ -350,44 +356,8 @@ pub async fn edit(
     new_body: &str,
     origin: &Origin,
 ) -> AppResult<note::Model> {
-    own(access, note)?;
     let new_body = body("body", new_body)?;
-    let txn = crate::db::begin_write(&state.db).await?;
-    rooms::writable_in(&txn, access.room.id, access.user_id).await?;
-    let current = note::Entity::find_by_id(note.id)
-        .one(&txn)
-        .await?
-        .ok_or(AppError::NotFound)?;
-    if current.deleted_at.is_some() {
-        return Err(AppError::Conflict("the note was deleted".into()));
-    }
-    if current.body == new_body {
-        return Ok(current);
-    }
-    let edited = replace_body(
-        &txn,
-        &current,
-        note::ActiveModel {
-            body: Set(new_body),
-            edited_at: Set(Some(now())),
-            ..Default::default()
-        },
-    )
-    .await?;
-    let event = Event::new(edited.tenant_id, "note.edit", AuditOutcome::Allowed)
-        .by(origin)
-        .room(edited.room_id)
-        .target("note", edited.id);
-    audit::record(&txn, event).await?;
-    txn.commit().await?;
-    state
-        .events
-        .publish([LiveEvent::NoteChanged {
-            room_id: edited.room_id,
-            note_id: edited.id,
-        }])
-        .await;
-    Ok(edited)
+    change(state, access, note, Change::Edit(new_body), origin).await
 }
 
 /// `deleteNote` (the author): soft. The body shown is emptied; the record keeps the last body
@@ -399,8 +369,18 @@ pub async fn delete(
     reason: &str,
     origin: &Origin,
 ) -> AppResult<note::Model> {
-    own(access, note)?;
     let reason = forms::text("reason", reason, 1000)?;
+    change(state, access, note, Change::Delete(reason), origin).await
+}
+
+async fn change(
+    state: &AppState,
+    access: &RoomAccess,
+    note: &note::Model,
+    change: Change,
+    origin: &Origin,
+) -> AppResult<note::Model> {
+    own(access, note)?;
     let txn = crate::db::begin_write(&state.db).await?;
     rooms::writable_in(&txn, access.room.id, access.user_id).await?;
     let current = note::Entity::find_by_id(note.id)
@@ -408,34 +388,48 @@ pub async fn delete(
         .await?
         .ok_or(AppError::NotFound)?;
     if current.deleted_at.is_some() {
-        return Err(AppError::Conflict("the note is already deleted".into()));
+        return Err(AppError::Conflict("the note was deleted".into()));
     }
-    let deleted = replace_body(
-        &txn,
-        &current,
-        note::ActiveModel {
-            body: Set(String::new()),
-            deleted_at: Set(Some(now())),
-            deletion_reason: Set(Some(reason.clone())),
-            ..Default::default()
-        },
-    )
-    .await?;
-    let event = Event::new(deleted.tenant_id, "note.delete", AuditOutcome::Allowed)
+    let (update, action, reason) = match change {
+        Change::Edit(new_body) => {
+            if current.body == new_body {
+                return Ok(current);
+            }
+            let update = note::ActiveModel {
+                body: Set(new_body),
+                edited_at: Set(Some(now())),
+                ..Default::default()
+            };
+            (update, "note.edit", None)
+        }
+        Change::Delete(reason) => {
+            let update = note::ActiveModel {
+                body: Set(String::new()),
+                deleted_at: Set(Some(now())),
+                deletion_reason: Set(Some(reason.clone())),
+                ..Default::default()
+            };
+            (update, "note.delete", Some(reason))
+        }
+    };
+    let changed = replace_body(&txn, &current, update).await?;
+    let mut event = Event::new(changed.tenant_id, action, AuditOutcome::Allowed)
         .by(origin)
-        .room(deleted.room_id)
-        .target("note", deleted.id)
-        .detail("reason", reason);
+        .room(changed.room_id)
+        .target("note", changed.id);
+    if let Some(reason) = reason {
+        event = event.detail("reason", reason);
+    }
     audit::record(&txn, event).await?;
     txn.commit().await?;
     state
         .events
         .publish([LiveEvent::NoteChanged {
-            room_id: deleted.room_id,
-            note_id: deleted.id,
+            room_id: changed.room_id,
+            note_id: changed.id,
         }])
         .await;
-    Ok(deleted)
+    Ok(changed)
 }
 
 // ---------------------------------------------------------------------------------------------
