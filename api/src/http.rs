@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use async_graphql::http::{GraphiQLSource, MultipartOptions};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use async_graphql::http::{GraphiQLSource, MultipartOptions, WebSocketProtocols, WsMessage};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -294,7 +293,6 @@ async fn graphql_ws(
     State(state): State<HttpState>,
     Extension(conn): Extension<ConnectionInfo>,
     headers: HeaderMap,
-    protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if !origin_allowed(&headers, &state.app.config.allowed_origins) {
@@ -303,6 +301,19 @@ async fn graphql_ws(
             "this origin may not open a WebSocket to the API",
         );
     }
+    let Some(protocol) = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|list| {
+            list.split(',')
+                .find_map(|p| p.trim().parse::<WebSocketProtocols>().ok())
+        })
+    else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Protocol must name graphql-transport-ws (or graphql-ws)",
+        );
+    };
     let (peer, ip) = crate::auth::trust::client_identity(
         &conn,
         &headers,
@@ -312,15 +323,69 @@ async fn graphql_ws(
     let cookie_token = session_token(&headers);
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
+        .on_upgrade(move |socket| async move {
             let app = state.app.clone();
-            GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
-                .on_connection_init(move |payload| async move {
+            serve_ws(
+                socket,
+                state.schema.clone(),
+                protocol,
+                move |payload| async move {
                     ws_connection_data(&app, peer, ip, cookie_token, &payload).await
-                })
-                .keepalive_timeout(Duration::from_secs(60))
-                .serve()
+                },
+            )
+            .await;
         })
+}
+
+/// What a refused `connection_init` says; such a refusal closes with 4403 Forbidden, as the
+/// graphql-transport-ws protocol has it (async-graphql would close with 1002).
+const INIT_REFUSED: &str = "Forbidden";
+
+/// Serves one WebSocket connection: async-graphql's protocol handling, with our close code for
+/// a refused login.
+async fn serve_ws<F, R>(
+    socket: axum::extract::ws::WebSocket,
+    schema: RenkeiSchema,
+    protocol: WebSocketProtocols,
+    on_init: F,
+) where
+    F: FnOnce(serde_json::Value) -> R + Send + 'static,
+    R: std::future::Future<Output = async_graphql::Result<async_graphql::Data>> + Send + 'static,
+{
+    use axum::extract::ws::{CloseFrame, Message};
+    use futures_util::{SinkExt as _, StreamExt as _};
+    let (mut sink, stream) = socket.split();
+    let input = stream
+        .take_while(|msg| std::future::ready(msg.is_ok()))
+        .filter_map(|msg| {
+            std::future::ready(match msg {
+                Ok(m @ (Message::Text(_) | Message::Binary(_))) => Some(m.into_data()),
+                _ => None,
+            })
+        });
+    let output = async_graphql::http::WebSocket::new(schema, input, protocol)
+        .on_connection_init(on_init)
+        .keepalive_timeout(Duration::from_secs(60))
+        .map(|msg| match msg {
+            WsMessage::Text(text) => Message::Text(text.into()),
+            WsMessage::Close(code, reason) => {
+                let code = if code == 1002 && reason.starts_with(INIT_REFUSED) {
+                    4403
+                } else {
+                    code
+                };
+                Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                }))
+            }
+        });
+    futures_util::pin_mut!(output);
+    while let Some(message) = output.next().await {
+        if sink.send(message).await.is_err() {
+            break;
+        }
+    }
 }
 
 /// The data of one WebSocket connection: the credentials of `connection_init` (payload
@@ -347,7 +412,7 @@ async fn ws_connection_data(
     if has_token {
         crate::graphql::context::authenticate(app, &context)
             .await
-            .map_err(|e| async_graphql::Error::new(e.message()))?;
+            .map_err(|e| async_graphql::Error::new(format!("{INIT_REFUSED}: {}", e.message())))?;
     }
     let mut data = async_graphql::Data::default();
     data.insert(context);

@@ -234,6 +234,9 @@ pub async fn list(
     first: u64,
     after: Option<Uuid>,
 ) -> AppResult<Page<vital_record::Model>> {
+    // Times are stored to the microsecond: compare at that precision on both databases.
+    let from = from.map(|t| micros(t, true));
+    let to = to.map(|t| micros(t, false));
     let base = || {
         let mut select =
             vital_record::Entity::find().filter(vital_record::Column::RoomId.eq(access.room.id));
@@ -270,6 +273,15 @@ pub async fn list(
         .all(db)
         .await?;
     Ok(page::finish(items, first, total))
+}
+
+/// `t` at microsecond precision, rounded up or down.
+fn micros(t: DateTime<Utc>, up: bool) -> DateTime<Utc> {
+    let mut us = t.timestamp_micros();
+    if up && t.timestamp_subsec_nanos() % 1_000 != 0 {
+        us += 1;
+    }
+    DateTime::from_timestamp_micros(us).unwrap_or(t)
 }
 
 /// Every vital record of the room, oldest first (the FHIR export).
