@@ -1842,40 +1842,42 @@ async fn closing_closed_and_consentless_rooms_refuse_writes_but_members_still_re
         )
         .await
         .ok();
-    let writes = |room: &str, note: &Value| -> Vec<(&'static str, &'static str, Value)> {
-        vec![
-            (
-                "postNote",
-                POST_NOTE,
-                json!({ "i": note_input(room, "閉じた後") }),
-            ),
-            (
-                "editNote",
-                EDIT_NOTE,
-                json!({ "id": note["id"], "b": "閉じた後の編集" }),
-            ),
-            (
-                "deleteNote",
-                DELETE_NOTE,
-                json!({ "id": note["id"], "r": "閉じた後の削除" }),
-            ),
-            (
-                "recordVitals",
-                RECORD_VITALS,
-                json!({ "i": { "roomId": room, "measuredAt": now, "pulsePerMin": 80 } }),
-            ),
-            (
-                "updatePatient",
-                UPDATE_PATIENT,
-                json!({ "r": room, "p": patient("山田 太郎", "ヤマダ タロウ", "1940-05-02") }),
-            ),
-            (
-                "updateCareInfo",
-                UPDATE_CARE,
-                json!({ "r": room, "k": "ADL", "c": "一部介助", "v": 1 }),
-            ),
-        ]
-    };
+    // `care` is the expected version that would be right if the room were open.
+    let writes =
+        |room: &str, note: &Value, care: Value| -> Vec<(&'static str, &'static str, Value)> {
+            vec![
+                (
+                    "postNote",
+                    POST_NOTE,
+                    json!({ "i": note_input(room, "閉じた後") }),
+                ),
+                (
+                    "editNote",
+                    EDIT_NOTE,
+                    json!({ "id": note["id"], "b": "閉じた後の編集" }),
+                ),
+                (
+                    "deleteNote",
+                    DELETE_NOTE,
+                    json!({ "id": note["id"], "r": "閉じた後の削除" }),
+                ),
+                (
+                    "recordVitals",
+                    RECORD_VITALS,
+                    json!({ "i": { "roomId": room, "measuredAt": now, "pulsePerMin": 80 } }),
+                ),
+                (
+                    "updatePatient",
+                    UPDATE_PATIENT,
+                    json!({ "r": room, "p": patient("山田 太郎", "ヤマダ タロウ", "1940-05-02") }),
+                ),
+                (
+                    "updateCareInfo",
+                    UPDATE_CARE,
+                    json!({ "r": room, "k": "ADL", "c": "一部介助", "v": care }),
+                ),
+            ]
+        };
 
     // CLOSED by the city.
     let closed =
@@ -1883,7 +1885,7 @@ async fn closing_closed_and_consentless_rooms_refuse_writes_but_members_still_re
             .graphql(CLOSE_ROOM, json!({ "r": room, "e": "ご逝去" }))
             .await;
     assert_eq!(closed.ok()["closeRoom"]["status"], "CLOSED");
-    for (name, query, vars) in writes(room, &note) {
+    for (name, query, vars) in writes(room, &note, json!(1)) {
         expect_code(
             &w.doc_c.graphql(query, vars).await,
             "CONFLICT",
@@ -1940,7 +1942,7 @@ async fn closing_closed_and_consentless_rooms_refuse_writes_but_members_still_re
         )
         .await;
     assert_eq!(status.ok()["room"]["status"], "CLOSING");
-    for (name, query, vars) in writes(&closing, &early) {
+    for (name, query, vars) in writes(&closing, &early, Value::Null) {
         let client = if name == "editNote" || name == "deleteNote" {
             &w.nurse_c
         } else {
@@ -1976,7 +1978,7 @@ async fn closing_closed_and_consentless_rooms_refuse_writes_but_members_still_re
         )
         .await
         .ok();
-    for (name, query, vars) in writes(&consentless_id, &before) {
+    for (name, query, vars) in writes(&consentless_id, &before, Value::Null) {
         expect_code(
             &w.doc_c.graphql(query, vars).await,
             "CONFLICT",

@@ -266,11 +266,12 @@ async fn connection_init_needs_a_valid_token_over_the_bound_certificate() {
     let (doc, doc_c) = k.staff("doc", k.a).await;
     let token = token_of(&doc_c);
 
-    // The right token over the right certificate: acknowledged, and `me` answers.
+    // The right token over the right certificate: acknowledged, and a subscription of the
+    // caller's own events runs (an unauthenticated one would fail at once).
     let mut ws = live(&k.app, &doc, &token).await;
-    subscribe(&mut ws, "me", "{ me { id } }", json!({})).await;
-    let me = next_event(&mut ws, "me", "me", "me over the socket").await;
-    assert_eq!(me["id"], doc.id.to_string());
+    subscribe(&mut ws, "mine", MY_EVENTS, json!({})).await;
+    let early = recv(&mut ws, Duration::from_millis(700)).await;
+    assert!(early.is_none(), "myEvents of a signed-in caller: {early:?}");
 
     // Bad tokens: the socket closes with 4403 instead of an ack.
     let stranger = k.user("stranger", entity::kinds::Role::Staff, k.b).await;
