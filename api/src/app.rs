@@ -39,7 +39,7 @@ impl App {
     /// Any failure is one line naming what failed.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         create_private_dir(&config.data_dir)?;
-        let db = crate::db::connect(&config).await?;
+        let mut db = crate::db::connect(&config).await?;
         let applied = crate::db::migrate_up(&db).await?;
         if applied > 0 {
             tracing::info!(applied, "database migrated");
@@ -76,8 +76,16 @@ impl App {
             .with_context(|| format!("binding {}", config.listen))?;
         let local_addr = listener.local_addr().context("reading the bound address")?;
 
+        // The audit writer gets its own handle, taken before statement counting starts: the
+        // count is what requests run.
+        let audit_db = db.clone();
+        let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = statements.clone();
+        db.set_metric_callback(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
         let (audit, audit_writer) = AuditLog::start(
-            db.clone(),
+            audit_db,
             config.audit_buffer_events,
             config.audit_read_events,
         );
@@ -92,7 +100,18 @@ impl App {
             groupings = authz.groupings(),
             "authorization enforcer loaded"
         );
+        let blobs = crate::storage::FileStore::new(config.data_dir.join("attachments"))
+            .with_context(|| {
+                format!(
+                    "creating the attachment store under {}",
+                    config.data_dir.display()
+                )
+            })?;
         let state = AppState {
+            events: crate::events::EventBus::new(redis.clone()),
+            blobs: Arc::new(blobs),
+            live_sessions: crate::graphql::subscription::LiveSessions::default(),
+            statements,
             authz: Arc::new(authz),
             audit,
             config: Arc::new(config),
@@ -202,6 +221,19 @@ fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
             }
         }));
     }
+    if let Some(redis) = &state.redis {
+        let events = state.events.clone();
+        tasks.push(
+            redis.subscribe(crate::events::EVENTS_CHANNEL, move |message| {
+                events.on_message(&message);
+                std::future::ready(())
+            }),
+        );
+    }
+    let s = state.clone();
+    tasks.push(tokio::spawn(async move {
+        s.live_sessions.run(&s.sessions).await;
+    }));
     if let Some(redis) = &state.redis {
         let s = state.clone();
         tasks.push(

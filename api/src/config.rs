@@ -209,6 +209,21 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Years a closed room is kept as a read-only archive (medical records: 5 years, 医師法24条).",
     },
     Setting {
+        key: "attachment_max_bytes",
+        default: "20971520",
+        doc: "Largest attachment (JPEG, PNG, HEIC, PDF) in bytes: 20 MiB.",
+    },
+    Setting {
+        key: "attachment_video_max_bytes",
+        default: "209715200",
+        doc: "Largest video attachment (MP4) in bytes: 200 MiB. An upload request is cut off while streaming once its file passes this.",
+    },
+    Setting {
+        key: "allowed_origins",
+        default: "(unset)",
+        doc: "Comma-separated browser origins (`https://renkei.example.jp`) allowed to open `/graphql/ws` besides the server's own. Requests without an `Origin` header (native apps) are not affected.",
+    },
+    Setting {
         key: "bootstrap",
         default: "true",
         doc: "On an empty database, create tenant `demo` (デモ市) with CITY_ADMIN `admin` and write its credentials to `<data_dir>/bootstrap/credentials.json` (0600).",
@@ -329,6 +344,10 @@ pub struct Config {
     pub authz_reload: Duration,
     pub invitation_ttl_days: u32,
     pub room_retention_years: u32,
+    pub attachment_max_bytes: u64,
+    pub attachment_video_max_bytes: u64,
+    /// Lowercase, without a trailing slash.
+    pub allowed_origins: Vec<String>,
     pub bootstrap: bool,
 }
 
@@ -664,6 +683,24 @@ impl Config {
                 trusted_proxies.push(net);
             }
         }
+        let allowed_origins: Vec<String> = raw
+            .get("allowed_origins")
+            .map(|list| {
+                list.split(',')
+                    .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(bad) = allowed_origins
+            .iter()
+            .find(|o| !(o.starts_with("https://") || o.starts_with("http://")))
+        {
+            return Err(raw.err(
+                "allowed_origins",
+                format!("'{bad}' is not an origin like https://renkei.example.jp"),
+            ));
+        }
         let secs = |key: &'static str| -> Result<Duration, ConfigError> {
             Ok(Duration::from_secs(
                 raw.positive(key, "a positive whole number of seconds")?,
@@ -722,6 +759,13 @@ impl Config {
                 .positive("invitation_ttl_days", "a positive whole number of days")?,
             room_retention_years: raw
                 .positive("room_retention_years", "a positive whole number of years")?,
+            attachment_max_bytes: raw
+                .positive("attachment_max_bytes", "a positive whole number of bytes")?,
+            attachment_video_max_bytes: raw.positive(
+                "attachment_video_max_bytes",
+                "a positive whole number of bytes",
+            )?,
+            allowed_origins,
             bootstrap,
             env,
             data_dir,

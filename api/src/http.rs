@@ -17,6 +17,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::auth::tls::ConnectionInfo;
 use crate::graphql::RenkeiSchema;
 use crate::graphql::context::RequestContext;
+use crate::graphql::loaders::Loaders;
 use crate::state::AppState;
 
 #[derive(Clone)]
@@ -37,6 +38,11 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/pki/{tenant}/ca.pem", get(pki_ca))
         .route("/pki/{tenant}/crl", get(pki_crl))
+        .route("/attachments/{id}", get(crate::http_content::attachment))
+        .route(
+            "/fhir/rooms/{id}/Observation",
+            get(crate::http_content::fhir_observations),
+        )
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(SetResponseHeaderLayer::overriding(
             header::STRICT_TRANSPORT_SECURITY,
@@ -93,7 +99,7 @@ async fn graphql_post(
     State(state): State<HttpState>,
     Extension(conn): Extension<ConnectionInfo>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -106,20 +112,73 @@ async fn graphql_post(
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    if media != "application/json" && media != "multipart/form-data" {
-        return problem(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "POST /graphql takes application/json (or multipart/form-data for uploads)",
-        );
-    }
-    let reader = futures_util::io::Cursor::new(body);
-    let request = match async_graphql::http::receive_body(
-        Some(content_type.as_str()),
-        reader,
-        MultipartOptions::default(),
-    )
-    .await
-    {
+    let parsed = match media.as_str() {
+        "application/json" => {
+            let bytes = match axum::body::to_bytes(body, state.app.config.max_body_bytes).await {
+                Ok(bytes) => bytes,
+                Err(_) => {
+                    return problem(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!(
+                            "the request body is larger than {} bytes",
+                            state.app.config.max_body_bytes
+                        ),
+                    );
+                }
+            };
+            async_graphql::http::receive_body(
+                Some(content_type.as_str()),
+                futures_util::io::Cursor::new(bytes),
+                MultipartOptions::default(),
+            )
+            .await
+        }
+        // Uploads stream: the multipart parser cuts a file off once it passes the largest
+        // attachment size (the type's own limit is checked as it is stored), and the whole
+        // request once it passes that plus room for the other parts.
+        "multipart/form-data" => {
+            let file_limit = state.app.config.attachment_video_max_bytes;
+            let request_limit = file_limit.saturating_add(MULTIPART_OVERHEAD_BYTES);
+            let over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = over.clone();
+            let mut seen: u64 = 0;
+            let stream =
+                futures_util::TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other)
+                    .and_then_limit(move |chunk: &Bytes| {
+                        seen = seen.saturating_add(chunk.len() as u64);
+                        if seen > request_limit {
+                            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                            false
+                        } else {
+                            true
+                        }
+                    });
+            let parsed = async_graphql::http::receive_body(
+                Some(content_type.as_str()),
+                futures_util::TryStreamExt::into_async_read(stream),
+                MultipartOptions::default()
+                    .max_file_size(usize::try_from(file_limit).unwrap_or(usize::MAX))
+                    .max_num_files(MAX_FILES_PER_REQUEST),
+            )
+            .await;
+            if over.load(std::sync::atomic::Ordering::Relaxed)
+                || matches!(
+                    parsed,
+                    Err(async_graphql::ParseRequestError::PayloadTooLarge)
+                )
+            {
+                return file_too_large(file_limit);
+            }
+            parsed
+        }
+        _ => {
+            return problem(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "POST /graphql takes application/json (or multipart/form-data for uploads)",
+            );
+        }
+    };
+    let request = match parsed {
         Ok(request) => request,
         Err(e) => {
             return problem(
@@ -128,9 +187,51 @@ async fn graphql_post(
             );
         }
     };
-    let request = request.data(request_context(&state, &conn, &headers));
+    let request = request
+        .data(request_context(&state, &conn, &headers))
+        .data(Loaders::new(&state.app.db));
     let response = state.schema.execute(request).await;
     graphql_response(&headers, response)
+}
+
+/// Room for the `operations` and `map` parts of an upload request besides its file.
+const MULTIPART_OVERHEAD_BYTES: u64 = 1024 * 1024;
+const MAX_FILES_PER_REQUEST: usize = 10;
+
+/// An upload past the largest allowed size: refused like any bad input, naming the file.
+fn file_too_large(limit: u64) -> Response {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Json(json!({ "errors": [{
+            "message": format!("the file is larger than the limit of {limit} bytes"),
+            "extensions": { "code": "BAD_USER_INPUT", "field": "file" },
+        }] })),
+    )
+        .into_response()
+}
+
+/// Ends a byte stream with an error once `keep_going` says no (a size limit passed).
+trait LimitExt: Sized {
+    fn and_then_limit(
+        self,
+        keep_going: impl FnMut(&Bytes) -> bool + Send + 'static,
+    ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send;
+}
+
+impl<S> LimitExt for S
+where
+    S: futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+{
+    fn and_then_limit(
+        self,
+        mut keep_going: impl FnMut(&Bytes) -> bool + Send + 'static,
+    ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
+        futures_util::StreamExt::map(self, move |chunk| match chunk {
+            Ok(bytes) if keep_going(&bytes) => Ok(bytes),
+            Ok(_) => Err(std::io::Error::other("request too large")),
+            Err(e) => Err(e),
+        })
+    }
 }
 
 /// GraphQL-over-HTTP: `application/graphql-response+json` when asked for (with 400 when the
@@ -196,17 +297,79 @@ async fn graphql_ws(
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let context = request_context(&state, &conn, &headers);
+    if !origin_allowed(&headers, &state.app.config.allowed_origins) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "this origin may not open a WebSocket to the API",
+        );
+    }
+    let (peer, ip) = crate::auth::trust::client_identity(
+        &conn,
+        &headers,
+        &state.app.config.trusted_proxies,
+        &state.app.trust,
+    );
+    let cookie_token = session_token(&headers);
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
-            let mut data = async_graphql::Data::default();
-            data.insert(context);
+            let app = state.app.clone();
             GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
-                .with_data(data)
+                .on_connection_init(move |payload| async move {
+                    ws_connection_data(&app, peer, ip, cookie_token, &payload).await
+                })
                 .keepalive_timeout(Duration::from_secs(60))
                 .serve()
         })
+}
+
+/// The data of one WebSocket connection: the credentials of `connection_init` (payload
+/// `{"authorization": "Bearer <token>"}`, else the upgrade request's cookie) over the
+/// connection's certificate. A token that does not log in refuses the connection; none at all
+/// gives an anonymous connection (operations that need a login answer UNAUTHENTICATED).
+async fn ws_connection_data(
+    app: &AppState,
+    peer: Option<crate::auth::trust::PeerCertificate>,
+    ip: std::net::IpAddr,
+    cookie_token: Option<SecretString>,
+    payload: &serde_json::Value,
+) -> async_graphql::Result<async_graphql::Data> {
+    let bearer = payload
+        .get("authorization")
+        .or_else(|| payload.get("Authorization"))
+        .and_then(|v| v.as_str())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string())
+        .filter(|t| !t.is_empty())
+        .map(SecretString::from);
+    let token = bearer.or(cookie_token);
+    let has_token = token.is_some();
+    let context = RequestContext::new(peer, ip, token).long_lived();
+    if has_token {
+        crate::graphql::context::authenticate(app, &context)
+            .await
+            .map_err(|e| async_graphql::Error::new(e.message()))?;
+    }
+    let mut data = async_graphql::Data::default();
+    data.insert(context);
+    data.insert(Loaders::new(&app.db));
+    Ok(data)
+}
+
+/// Browsers send `Origin` on WebSocket upgrades: it must be the server's own origin or a
+/// configured one. Native apps send none.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+    let own = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|host| format!("https://{}", host.to_ascii_lowercase()));
+    own.as_deref() == Some(origin.as_str()) || allowed.contains(&origin)
 }
 
 /// Who is asking: the verified client certificate and address (see `auth::trust`), and the

@@ -12,8 +12,10 @@ use crate::auth::session::SessionStore;
 use crate::auth::trust::TrustStore;
 use crate::authz::enforcer::Authorizer;
 use crate::config::Config;
+use crate::events::EventBus;
 use crate::redis_store::RedisHandle;
 use crate::service::audit::AuditLog;
+use crate::storage::BlobStore;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -29,6 +31,14 @@ pub struct AppState {
     pub audit: AuditLog,
     /// The casbin enforcer: tenant roles and room memberships of this instance.
     pub authz: Arc<Authorizer>,
+    /// Live events for subscriptions (Redis pub/sub, or in-process without Redis).
+    pub events: EventBus,
+    /// Attachment bytes.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Which login sessions live subscriptions depend on, checked together.
+    pub live_sessions: crate::graphql::subscription::LiveSessions,
+    /// SQL statements run through `db` (not the audit writer's), for tests and benchmarks.
+    pub statements: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Channel on which instances tell each other that tenant CAs or CRLs changed.

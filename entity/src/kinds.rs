@@ -174,3 +174,17 @@ stored_enum!(
         Other
     }
 );
+stored_enum!(
+    "String(StringLen::N(32))",
+    /// The sections of a room's care information.
+    CareInfoKind {
+        MedicalHistory,
+        Medications,
+        Allergies,
+        Adl,
+        CarePlan,
+        Services,
+        EmergencyPlan,
+        Other
+    }
+);

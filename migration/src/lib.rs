@@ -8,6 +8,7 @@ mod m20261124_000002_pki_and_passwords;
 mod m20261124_000003_audit;
 mod m20261124_000004_applications;
 mod m20261124_000005_rooms;
+mod m20261124_000006_room_content;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_audit::Migration),
             Box::new(m20261124_000004_applications::Migration),
             Box::new(m20261124_000005_rooms::Migration),
+            Box::new(m20261124_000006_room_content::Migration),
         ]
     }
 }

@@ -22,6 +22,9 @@ pub struct RequestContext {
     /// `Authorization: Bearer …`, or the session cookie.
     pub session_token: Option<SecretString>,
     caller: tokio::sync::OnceCell<Caller>,
+    /// A WebSocket connection: its operations run long after the login was checked, so each
+    /// asks the session store again whether the session is still alive.
+    long_lived: bool,
     /// The room this request asked about, for the audit of a refusal.
     room: std::sync::Mutex<Option<uuid::Uuid>>,
 }
@@ -37,8 +40,15 @@ impl RequestContext {
             client_ip,
             session_token,
             caller: tokio::sync::OnceCell::new(),
+            long_lived: false,
             room: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The context of a WebSocket connection (see `long_lived`).
+    pub fn long_lived(mut self) -> Self {
+        self.long_lived = true;
+        self
     }
 
     /// Remembers the room a resolver is about to check access to.
@@ -133,14 +143,27 @@ impl ContextExt for Context<'_> {
     async fn caller_before_password_change(&self) -> AppResult<&Caller> {
         let state = self.state()?;
         let request = self.request()?;
-        request
+        let caller = request
             .caller
-            .get_or_try_init(|| resolve(state, request))
-            .await
+            .get_or_try_init(|| authenticate(state, request))
+            .await?;
+        if request.long_lived {
+            let alive = state
+                .sessions
+                .alive(std::slice::from_ref(&caller.session_hash))
+                .await
+                .map_err(AppError::unavailable)?;
+            if alive.first() != Some(&true) {
+                return Err(AppError::Unauthenticated);
+            }
+        }
+        Ok(caller)
     }
 }
 
-async fn resolve(state: &AppState, request: &RequestContext) -> AppResult<Caller> {
+/// The logged-in caller of a request: the session its token names, bound to the certificate
+/// the connection carries, of an account (and facility) that is not suspended.
+pub async fn authenticate(state: &AppState, request: &RequestContext) -> AppResult<Caller> {
     let token = request
         .session_token
         .as_ref()

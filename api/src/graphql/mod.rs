@@ -1,26 +1,29 @@
 //! The GraphQL schema: root types merged from one module per domain.
 
 pub mod applications;
+pub mod content;
 pub mod context;
 mod denials;
+pub mod loaders;
 pub mod mutation;
 pub mod query;
 pub mod rooms;
+pub mod subscription;
 pub mod types;
 
-use async_graphql::{EmptySubscription, Schema};
+use async_graphql::Schema;
 
 use crate::config::Config;
 use crate::state::AppState;
 
-pub type RenkeiSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
+pub type RenkeiSchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
 
 /// Builds the schema with the configured limits; `state` is absent only when printing SDL.
 pub fn build_schema(config: &Config, state: Option<AppState>) -> RenkeiSchema {
     let mut builder = Schema::build(
         query::Query::default(),
         mutation::Mutation::default(),
-        EmptySubscription,
+        subscription::Subscription,
     )
     .limit_depth(config.graphql_max_depth)
     .limit_complexity(config.graphql_max_complexity)
@@ -39,7 +42,7 @@ pub fn sdl() -> String {
     Schema::build(
         query::Query::default(),
         mutation::Mutation::default(),
-        EmptySubscription,
+        subscription::Subscription,
     )
     .finish()
     .sdl()

@@ -7,15 +7,20 @@ use chrono::{DateTime, FixedOffset};
 use chrono_tz::Tz;
 
 use entity::kinds::AuditOutcome;
-use entity::{consent, invitation, note, room, room_member};
+use entity::{consent, invitation, room, room_member};
 
 use crate::authz::rooms::RoomViewer;
+use crate::error::AppError;
+use crate::graphql::content::{
+    CareInfoSection, Note, NoteConnection, NoteEdge, VitalRecord, VitalRecordConnection,
+    VitalRecordEdge,
+};
 use crate::graphql::context::{Caller, ContextExt as _};
 use crate::graphql::types::{Date, PageInfo, User, local, total};
 use crate::service::audit::Event;
 use crate::service::page;
 use crate::service::rooms::{ConsentForm, PatientForm};
-use crate::service::{invitations, memberships, notes};
+use crate::service::{care, invitations, memberships, notes, vitals};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "entity::kinds::RoomStatus")]
@@ -141,7 +146,7 @@ impl From<ConsentInput> for ConsentForm {
 async fn user_of(ctx: &Context<'_>, id: uuid::Uuid, tz: Tz) -> Result<User> {
     Ok(User::by_id(ctx, Some(id), tz)
         .await?
-        .ok_or(crate::error::AppError::NotFound)?)
+        .ok_or(AppError::NotFound)?)
 }
 
 /// Records a read of patient data in the room (buffered, like every read event).
@@ -246,46 +251,69 @@ impl Room {
             })
             .collect())
     }
-    /// The collaboration note, newest first (members only).
+    /// The collaboration note, newest first (members only). `first`/`after` page towards
+    /// older notes, `last`/`before` towards newer ones; cursors keep their place while notes
+    /// are posted.
     #[allow(clippy::too_many_arguments)]
     async fn notes(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
-        #[graphql(desc = "not supported yet: use first/after")] last: Option<i32>,
-        #[graphql(desc = "not supported yet: use first/after")] before: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
         category: Option<NoteCategory>,
     ) -> Result<NoteConnection> {
         ctx.request()?.note_room(self.model().id);
         let access = self.viewer.access()?;
-        if last.is_some() || before.is_some() {
-            return Err(crate::error::AppError::bad_input(
-                "last",
-                "backward paging is not supported yet; use first/after",
-            )
-            .into());
-        }
         let caller = ctx.caller().await?;
         let state = ctx.state()?;
-        let first = page::first(first)?;
-        let after_id = page::after("notes", after.as_deref())?;
-        let found = notes::list(
-            &state.db,
-            &access,
-            category.map(Into::into),
-            first,
-            after_id,
-        )
-        .await?;
-        audit_read(ctx, caller, "note.read", access.room.id).await?;
+        let paging = match (
+            first.is_some() || after.is_some(),
+            last.is_some() || before.is_some(),
+        ) {
+            (true, true) => {
+                return Err(AppError::bad_input(
+                    "last",
+                    "page with first/after or with last/before, not both",
+                )
+                .into());
+            }
+            (false, true) => notes::Paging::Backward {
+                last: page::first(last).map_err(|_| {
+                    AppError::bad_input(
+                        "last",
+                        format!("last must be between 1 and {}", page::MAX_PAGE),
+                    )
+                })?,
+                before: page::after("notes", before.as_deref())
+                    .map_err(|_| AppError::bad_input("before", "not a cursor of this list"))?,
+            },
+            (_, false) => notes::Paging::Forward {
+                first: page::first(first)?,
+                after: page::after("notes", after.as_deref())?,
+            },
+        };
+        let found = notes::list(&state.db, &access, category.map(Into::into), paging).await?;
+        audit_read(ctx, caller, "notes.read", access.room.id).await?;
         let cursors: Vec<String> = found
             .items
             .iter()
             .map(|n| page::cursor("notes", n.id))
             .collect();
+        let page_info = match paging {
+            notes::Paging::Forward { after, .. } => {
+                PageInfo::forward(&cursors, found.has_next, after.is_some())
+            }
+            notes::Paging::Backward { before, .. } => PageInfo {
+                has_next_page: before.is_some(),
+                has_previous_page: found.has_next,
+                start_cursor: cursors.first().cloned(),
+                end_cursor: cursors.last().cloned(),
+            },
+        };
         Ok(NoteConnection {
-            page_info: PageInfo::forward(&cursors, found.has_next, after_id.is_some()),
+            page_info,
             total_count: total(found.total),
             edges: found
                 .items
@@ -301,6 +329,72 @@ impl Room {
                 })
                 .collect(),
         })
+    }
+    /// Vital signs, newest measurement first, `from ≤ measuredAt ≤ to` (members only).
+    async fn vitals(
+        &self,
+        ctx: &Context<'_>,
+        from: Option<DateTime<FixedOffset>>,
+        to: Option<DateTime<FixedOffset>>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<VitalRecordConnection> {
+        ctx.request()?.note_room(self.model().id);
+        let access = self.viewer.access()?;
+        let caller = ctx.caller().await?;
+        let state = ctx.state()?;
+        let first = page::first(first)?;
+        let after_id = page::after("vitals", after.as_deref())?;
+        let found = vitals::list(
+            &state.db,
+            &access,
+            from.map(|t| t.to_utc()),
+            to.map(|t| t.to_utc()),
+            first,
+            after_id,
+        )
+        .await?;
+        audit_read(ctx, caller, "vitals.read", access.room.id).await?;
+        let cursors: Vec<String> = found
+            .items
+            .iter()
+            .map(|v| page::cursor("vitals", v.id))
+            .collect();
+        Ok(VitalRecordConnection {
+            page_info: PageInfo::forward(&cursors, found.has_next, after_id.is_some()),
+            total_count: total(found.total),
+            edges: found
+                .items
+                .into_iter()
+                .zip(cursors)
+                .map(|(model, cursor)| VitalRecordEdge {
+                    cursor,
+                    node: VitalRecord { model, tz: self.tz },
+                })
+                .collect(),
+        })
+    }
+    /// The current version of each care information section written (members only).
+    async fn care_info(&self, ctx: &Context<'_>) -> Result<Vec<CareInfoSection>> {
+        ctx.request()?.note_room(self.model().id);
+        let access = self.viewer.access()?;
+        let caller = ctx.caller().await?;
+        let state = ctx.state()?;
+        let sections = care::sections(&state.db, &access).await?;
+        audit_read(ctx, caller, "careinfo.read", access.room.id).await?;
+        Ok(sections
+            .into_iter()
+            .map(|model| CareInfoSection { model, tz: self.tz })
+            .collect())
+    }
+    /// Notes by others, not deleted, posted after the caller's read marker (members only).
+    async fn unread_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        ctx.request()?.note_room(self.model().id);
+        let access = self.viewer.access()?;
+        let state = ctx.state()?;
+        Ok(total(
+            notes::unread_count(&state.db, access.room.id, access.user_id).await?,
+        ))
     }
 }
 
@@ -433,66 +527,6 @@ impl Invitation {
     async fn expires_at(&self) -> DateTime<FixedOffset> {
         local(self.model.expires_at, self.tz)
     }
-}
-
-/// A post of the collaboration note. The rest of its fields (mentions, attachments, edits,
-/// 既読) come with room content.
-pub struct Note {
-    pub model: note::Model,
-    pub tz: Tz,
-    pub room: RoomViewer,
-}
-
-#[Object]
-impl Note {
-    async fn id(&self) -> ID {
-        ID(self.model.id.to_string())
-    }
-    async fn room(&self) -> Room {
-        Room {
-            viewer: self.room.clone(),
-            tz: self.tz,
-        }
-    }
-    async fn author(&self, ctx: &Context<'_>) -> Result<User> {
-        user_of(ctx, self.model.author_id, self.tz).await
-    }
-    async fn category(&self) -> NoteCategory {
-        self.model.category.into()
-    }
-    /// Empty once deleted.
-    async fn body(&self) -> &str {
-        if self.model.deleted_at.is_some() {
-            ""
-        } else {
-            &self.model.body
-        }
-    }
-    async fn created_at(&self) -> DateTime<FixedOffset> {
-        local(self.model.created_at, self.tz)
-    }
-    async fn edited_at(&self) -> Option<DateTime<FixedOffset>> {
-        self.model.edited_at.map(|t| local(t, self.tz))
-    }
-    async fn deleted_at(&self) -> Option<DateTime<FixedOffset>> {
-        self.model.deleted_at.map(|t| local(t, self.tz))
-    }
-    async fn deletion_reason(&self) -> Option<&str> {
-        self.model.deletion_reason.as_deref()
-    }
-}
-
-#[derive(SimpleObject)]
-pub struct NoteEdge {
-    pub cursor: String,
-    pub node: Note,
-}
-
-#[derive(SimpleObject)]
-pub struct NoteConnection {
-    pub edges: Vec<NoteEdge>,
-    pub page_info: PageInfo,
-    pub total_count: i32,
 }
 
 #[derive(SimpleObject)]

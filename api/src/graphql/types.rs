@@ -269,6 +269,9 @@ impl User {
         let Some(id) = id else {
             return Ok(None);
         };
+        if let Ok(loaders) = ctx.data::<crate::graphql::loaders::Loaders>() {
+            return Ok(loaders.users.load_one(id).await?.map(|u| User::new(u, tz)));
+        }
         let state = ctx.state()?;
         Ok(crate::service::users::by_id(&state.db, id)
             .await?
@@ -313,6 +316,13 @@ impl User {
         let Some(id) = self.model.facility_id else {
             return Ok(None);
         };
+        if let Ok(loaders) = ctx.data::<crate::graphql::loaders::Loaders>() {
+            return Ok(loaders
+                .facilities
+                .load_one(id)
+                .await?
+                .map(|model| Facility { model }));
+        }
         let state = ctx.state()?;
         Ok(crate::service::users::facility(&state.db, id)
             .await?

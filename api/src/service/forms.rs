@@ -40,6 +40,31 @@ pub fn text(field: &str, value: &str, max: usize) -> AppResult<String> {
     Ok(value.to_string())
 }
 
+/// Trimmed free text of 1..=max characters over several lines: line breaks and tabs are kept,
+/// other control characters refused.
+pub fn multiline(field: &str, value: &str, max: usize) -> AppResult<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(AppError::bad_input(field, "must not be empty"));
+    }
+    if value.chars().count() > max {
+        return Err(AppError::bad_input(
+            field,
+            format!("at most {max} characters"),
+        ));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(AppError::bad_input(
+            field,
+            "must not contain control characters other than line breaks and tabs",
+        ));
+    }
+    Ok(value.to_string())
+}
+
 /// Names in kana are written in full-width katakana (ヤマダ タロウ), with ー, ・ and spaces.
 pub fn katakana(field: &str, value: &str) -> AppResult<String> {
     let value = text(field, value, 100)?;

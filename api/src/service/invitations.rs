@@ -2,7 +2,7 @@
 //! alone, expiring after `invitation_ttl_days`. Accepting makes the membership; accept and
 //! revoke race safely (a conditional UPDATE out of PENDING gives one winner).
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
@@ -374,4 +374,31 @@ pub async fn revoke_pending_of_users_in(
         .all(db)
         .await?;
     revoke_all_in(db, pending, origin.actor_id, "account suspended", origin).await
+}
+
+/// Tells the invitees of every invitation made in the tenant since `since` (their `myEvents`),
+/// after the request that made them committed.
+pub async fn announce_since(state: &crate::state::AppState, tenant_id: Uuid, since: DateTime<Utc>) {
+    let made = invitation::Entity::find()
+        .filter(invitation::Column::TenantId.eq(tenant_id))
+        .filter(invitation::Column::Status.eq(InvitationStatus::Pending))
+        .filter(invitation::Column::CreatedAt.gte(since))
+        .all(&state.db)
+        .await;
+    match made {
+        Ok(made) => {
+            state
+                .events
+                .publish(
+                    made.into_iter()
+                        .map(|i| crate::events::LiveEvent::Invitation {
+                            user_id: i.invitee_id,
+                            room_id: i.room_id,
+                            invitation_id: i.id,
+                        }),
+                )
+                .await;
+        }
+        Err(e) => tracing::warn!(error = %e, "could not announce new invitations"),
+    }
 }

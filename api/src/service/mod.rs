@@ -3,7 +3,9 @@
 
 pub mod accounts;
 pub mod applications;
+pub mod attachments;
 pub mod audit;
+pub mod care;
 pub mod certificates;
 pub mod consents;
 pub mod counters;
@@ -18,6 +20,7 @@ pub mod register;
 pub mod rooms;
 pub mod tenants;
 pub mod users;
+pub mod vitals;
 
 use chrono::{DateTime, Utc};
 

@@ -393,7 +393,7 @@ pub async fn request_closure(
     let reason = forms::reason("reason", reason)?;
     let txn = crate::db::begin_write(&state.db).await?;
     let room = writable_in(&txn, access.room.id, access.user_id).await?;
-    notes::insert_in(
+    let note = notes::insert_in(
         &txn,
         &room,
         access.user_id,
@@ -444,6 +444,16 @@ pub async fn request_closure(
     )
     .await?;
     txn.commit().await?;
+    state
+        .events
+        .publish([
+            crate::events::LiveEvent::NotePosted {
+                room_id: room.id,
+                note_id: note.id,
+            },
+            crate::events::LiveEvent::RoomStatusChanged { room_id: room.id },
+        ])
+        .await;
     Ok(app)
 }
 

@@ -144,6 +144,7 @@ impl ApplicationMutation {
         let caller = ctx.caller().await?;
         let cap = authz::city_admin(&caller.user)?;
         let state = ctx.state()?;
+        let since = crate::service::now();
         let review = applications::review(
             state,
             cap,
@@ -154,6 +155,13 @@ impl ApplicationMutation {
             &caller.origin(ctx.request()?),
         )
         .await?;
+        crate::service::invitations::announce_since(state, caller.tenant.id, since).await;
+        if let Some(room) = &review.room {
+            state
+                .events
+                .publish([crate::events::LiveEvent::RoomStatusChanged { room_id: room.id }])
+                .await;
+        }
         let room = match &review.room {
             Some(room) => Some(crate::graphql::rooms::room_for(ctx, caller, room.id).await?),
             None => None,

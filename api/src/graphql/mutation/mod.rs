@@ -4,6 +4,7 @@ use async_graphql::MergedObject;
 
 mod accounts;
 mod applications;
+mod content;
 mod rooms;
 mod session;
 
@@ -14,4 +15,5 @@ pub struct Mutation(
     accounts::AccountMutation,
     accounts::CityAccountMutation,
     rooms::RoomMutation,
+    content::ContentMutation,
 );

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use crate::authz::rooms as room_authz;
 use crate::error::AppError;
+use crate::events::LiveEvent;
 use crate::graphql::applications::Application;
 use crate::graphql::context::{Caller, ContextExt as _};
 use crate::graphql::rooms::{Consent, ConsentInput, Invitation, PatientInput, Room, room_for};
@@ -48,6 +49,7 @@ impl RoomMutation {
         let patient = PatientForm::from(patient).validated("patient", today)?;
         let consent = ConsentForm::from(consent).validated("consent", today)?;
         let invitees = ids(&invite_user_ids)?;
+        let since = crate::service::now();
         let room = rooms::open(
             state,
             opener,
@@ -57,6 +59,7 @@ impl RoomMutation {
             &caller.origin(ctx.request()?),
         )
         .await?;
+        invitations::announce_since(state, caller.tenant.id, since).await;
         room_for(ctx, caller, room.id).await
     }
 
@@ -142,6 +145,7 @@ impl RoomMutation {
             &caller.origin(ctx.request()?),
         )
         .await?;
+
         Ok(Application {
             model,
             tz: caller.tz(),
@@ -166,6 +170,18 @@ impl RoomMutation {
             &caller.origin(ctx.request()?),
         )
         .await?;
+        state
+            .events
+            .publish(
+                made.iter()
+                    .map(|i| LiveEvent::Invitation {
+                        user_id: i.invitee_id,
+                        room_id: i.room_id,
+                        invitation_id: i.id,
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .await;
         let tz = caller.tz();
         Ok(made
             .into_iter()
@@ -210,6 +226,14 @@ impl RoomMutation {
         )
         .await?;
         crate::authz::sync::users_changed(state, &[user.id]).await;
+        state
+            .events
+            .publish([LiveEvent::MembershipChanged {
+                room_id: room.id,
+                user_id: user.id,
+                joined: false,
+            }])
+            .await;
         room_for(ctx, caller, room.id).await
     }
 
@@ -219,6 +243,10 @@ impl RoomMutation {
         let state = ctx.state()?;
         let admin = admin_of(ctx, caller, users::parse_id(&room_id)?).await?;
         let room = rooms::close(state, &admin, &end_reason, &caller.origin(ctx.request()?)).await?;
+        state
+            .events
+            .publish([LiveEvent::RoomStatusChanged { room_id: room.id }])
+            .await;
         room_for(ctx, caller, room.id).await
     }
 
@@ -271,6 +299,14 @@ impl RoomMutation {
         )
         .await?;
         crate::authz::sync::users_changed(state, &[caller.user.id]).await;
+        state
+            .events
+            .publish([LiveEvent::MembershipChanged {
+                room_id: room.id,
+                user_id: caller.user.id,
+                joined: true,
+            }])
+            .await;
         room_for(ctx, caller, room.id).await
     }
 

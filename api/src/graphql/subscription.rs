@@ -1,0 +1,365 @@
+//! Subscriptions over graphql-transport-ws (`/graphql/ws`): a room's live events for its
+//! members, and the caller's own invitations and mentions. Each stream re-checks, before every
+//! event and at least every 250 ms, that the caller is still a member (the enforcer, which
+//! follows removals on every instance via pub/sub) and that its login session is alive (one
+//! batched check per instance for all streams); when either fails, the stream completes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Context, ID, Json, Object, Result, SimpleObject, Subscription, Union};
+use chrono_tz::Tz;
+use futures_util::Stream;
+use tokio::sync::{broadcast, watch};
+use uuid::Uuid;
+
+use entity::kinds::AuditOutcome;
+
+use crate::auth::session::SessionStore;
+use crate::authz::enforcer::room_domain;
+use crate::authz::rooms::RoomViewer;
+use crate::events::LiveEvent;
+use crate::graphql::content::{Note, VitalRecord, person};
+use crate::graphql::context::{Caller, ContextExt as _};
+use crate::graphql::rooms::{Room, room_for};
+use crate::graphql::types::User;
+use crate::service::audit::{Event, Origin};
+use crate::service::{notes, users, vitals};
+use crate::state::AppState;
+
+/// How often a live stream re-checks membership and session at the latest.
+const RECHECK: Duration = Duration::from_millis(250);
+
+/// The login sessions live streams depend on. One task per instance asks the session store
+/// about all of them at once every [`RECHECK`] and tells the streams of ended ones.
+#[derive(Clone, Default)]
+pub struct LiveSessions {
+    inner: Arc<parking_lot::Mutex<HashMap<String, watch::Sender<bool>>>>,
+}
+
+impl LiveSessions {
+    /// A receiver that turns `false` when the session ends.
+    pub fn watch(&self, session_hash: &str) -> watch::Receiver<bool> {
+        let mut map = self.inner.lock();
+        map.entry(session_hash.to_string())
+            .or_insert_with(|| watch::channel(true).0)
+            .subscribe()
+    }
+
+    /// Checks the watched sessions until the process ends.
+    pub async fn run(&self, sessions: &SessionStore) {
+        let mut tick = tokio::time::interval(RECHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let hashes: Vec<String> = {
+                let mut map = self.inner.lock();
+                map.retain(|_, tx| tx.receiver_count() > 0);
+                map.keys().cloned().collect()
+            };
+            if hashes.is_empty() {
+                continue;
+            }
+            let alive = match sessions.alive(&hashes).await {
+                Ok(alive) => alive,
+                Err(e) => {
+                    tracing::warn!(error = %e, "checking live sessions failed; trying again");
+                    continue;
+                }
+            };
+            let mut map = self.inner.lock();
+            for (hash, alive) in hashes.iter().zip(alive) {
+                if !alive && let Some(tx) = map.remove(hash) {
+                    let _ = tx.send(false);
+                }
+            }
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct NotePosted {
+    pub note: Note,
+}
+
+#[derive(SimpleObject)]
+pub struct NoteChanged {
+    pub note: Note,
+}
+
+#[derive(SimpleObject)]
+pub struct VitalsRecorded {
+    pub record: VitalRecord,
+}
+
+pub struct MembershipChanged {
+    room_id: Uuid,
+    user_id: Uuid,
+    joined: bool,
+    tz: Tz,
+}
+
+#[Object]
+impl MembershipChanged {
+    async fn room_id(&self) -> ID {
+        ID(self.room_id.to_string())
+    }
+    async fn user(&self, ctx: &Context<'_>) -> Result<User> {
+        person(ctx, self.user_id, self.tz).await
+    }
+    /// `false` when the membership ended.
+    async fn joined(&self) -> bool {
+        self.joined
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct RoomStatusChanged {
+    pub room: Room,
+}
+
+#[derive(Union)]
+pub enum RoomEvent {
+    NotePosted(NotePosted),
+    NoteChanged(NoteChanged),
+    VitalsRecorded(VitalsRecorded),
+    MembershipChanged(MembershipChanged),
+    RoomStatusChanged(RoomStatusChanged),
+}
+
+/// What one live stream holds between events.
+struct Live {
+    state: AppState,
+    caller: Caller,
+    origin: Origin,
+    events: broadcast::Receiver<LiveEvent>,
+    session: watch::Receiver<bool>,
+    tick: tokio::time::Interval,
+}
+
+impl Live {
+    fn new(state: &AppState, caller: &Caller, origin: Origin) -> Live {
+        let mut tick = tokio::time::interval(RECHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Live {
+            events: state.events.subscribe(),
+            session: state.live_sessions.watch(&caller.session_hash),
+            state: state.clone(),
+            caller: caller.clone(),
+            origin,
+            tick,
+        }
+    }
+
+    fn session_alive(&self) -> bool {
+        *self.session.borrow()
+    }
+
+    /// The next event, or `None` when the stream must end: the session ended, `still_allowed`
+    /// says no (checked before each event and every [`RECHECK`]), or the bus closed.
+    async fn next_event(&mut self, still_allowed: impl Fn(&Live) -> bool) -> Option<LiveEvent> {
+        loop {
+            if !self.session_alive() || !still_allowed(self) {
+                return None;
+            }
+            tokio::select! {
+                received = self.events.recv() => match received {
+                    Ok(event) => {
+                        if !self.session_alive() || !still_allowed(self) {
+                            return None;
+                        }
+                        return Some(event);
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "a live stream fell behind and skipped events");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = self.session.changed() => {}
+                _ = self.tick.tick() => {}
+            }
+        }
+    }
+
+    /// Records that live content of the room reached the caller (buffered, like every read).
+    async fn audit_read(&self, action: &'static str, room_id: Uuid) {
+        let event = Event::new(self.caller.tenant.id, action, AuditOutcome::Allowed)
+            .by(&self.origin)
+            .room(room_id)
+            .target("room", room_id);
+        if let Err(e) = self.state.audit.read(event).await {
+            tracing::warn!(error = ?e, "auditing a live read failed");
+        }
+    }
+}
+
+/// The room event a member sees for `event`, read with the member's standing.
+async fn room_event(
+    live: &Live,
+    viewer: &RoomViewer,
+    tz: Tz,
+    event: LiveEvent,
+) -> crate::error::AppResult<Option<RoomEvent>> {
+    let access = viewer.access()?;
+    let db = &live.state.db;
+    Ok(match event {
+        LiveEvent::NotePosted { note_id, .. } | LiveEvent::NoteChanged { note_id, .. } => {
+            let Some(model) = notes::by_ids(db, &[note_id]).await?.into_iter().next() else {
+                return Ok(None);
+            };
+            if model.room_id != access.room.id {
+                return Ok(None);
+            }
+            live.audit_read("notes.read", access.room.id).await;
+            let note = Note {
+                model,
+                tz,
+                room: viewer.clone(),
+            };
+            Some(if matches!(event, LiveEvent::NotePosted { .. }) {
+                RoomEvent::NotePosted(NotePosted { note })
+            } else {
+                RoomEvent::NoteChanged(NoteChanged { note })
+            })
+        }
+        LiveEvent::VitalsRecorded { record_id, .. } => {
+            let model = vitals::in_room(db, &access, record_id).await?;
+            live.audit_read("vitals.read", access.room.id).await;
+            Some(RoomEvent::VitalsRecorded(VitalsRecorded {
+                record: VitalRecord { model, tz },
+            }))
+        }
+        LiveEvent::MembershipChanged {
+            room_id,
+            user_id,
+            joined,
+        } => Some(RoomEvent::MembershipChanged(MembershipChanged {
+            room_id,
+            user_id,
+            joined,
+            tz,
+        })),
+        LiveEvent::RoomStatusChanged { room_id } => {
+            let room = crate::service::rooms::reload(db, room_id).await?;
+            Some(RoomEvent::RoomStatusChanged(RoomStatusChanged {
+                room: Room {
+                    viewer: RoomViewer {
+                        room,
+                        ..viewer.clone()
+                    },
+                    tz,
+                },
+            }))
+        }
+        LiveEvent::Mention { .. } | LiveEvent::Invitation { .. } => None,
+    })
+}
+
+/// The `myEvents` payload for `event`, if it is the caller's.
+async fn my_event(
+    live: &Live,
+    event: LiveEvent,
+) -> crate::error::AppResult<Option<serde_json::Value>> {
+    if event.for_user() != Some(live.caller.user.id) {
+        return Ok(None);
+    }
+    Ok(match event {
+        LiveEvent::Mention {
+            room_id, note_id, ..
+        } => Some(serde_json::json!({
+            "type": "MENTION",
+            "roomId": room_id,
+            "noteId": note_id,
+        })),
+        LiveEvent::Invitation {
+            room_id,
+            invitation_id,
+            ..
+        } => {
+            let room = crate::service::rooms::reload(&live.state.db, room_id).await?;
+            Some(serde_json::json!({
+                "type": "INVITATION",
+                "roomId": room_id,
+                "invitationId": invitation_id,
+                "patientLabel": room.patient_label,
+            }))
+        }
+        _ => None,
+    })
+}
+
+#[derive(Default)]
+pub struct Subscription;
+
+#[Subscription]
+impl Subscription {
+    /// Live events of one room (members only). Ends when the caller leaves the room or the
+    /// session ends.
+    async fn room_events(
+        &self,
+        ctx: &Context<'_>,
+        room_id: ID,
+    ) -> Result<impl Stream<Item = RoomEvent> + use<>> {
+        let caller = ctx.caller().await?;
+        let state = ctx.state()?;
+        let id = users::parse_id(&room_id)?;
+        let room = room_for(ctx, caller, id).await?;
+        room.viewer.access()?;
+        let origin = caller.origin(ctx.request()?);
+        let event = Event::new(caller.tenant.id, "room.subscribe", AuditOutcome::Allowed)
+            .by(&origin)
+            .room(id)
+            .target("room", id);
+        state.audit.read(event).await?;
+        let live = Live::new(state, caller, origin);
+        let viewer = room.viewer;
+        let tz = room.tz;
+        let domain = room_domain(id);
+        Ok(futures_util::stream::unfold(
+            (live, viewer, tz, domain),
+            |(mut live, viewer, tz, domain)| async move {
+                let user_id = live.caller.user.id;
+                loop {
+                    let event = live
+                        .next_event(|l| l.state.authz.allowed(user_id, &domain, "content", "read"))
+                        .await?;
+                    if event.room_id() != Some(viewer.room.id) {
+                        continue;
+                    }
+                    match room_event(&live, &viewer, tz, event).await {
+                        Ok(Some(item)) => return Some((item, (live, viewer, tz, domain))),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::debug!(error = ?e, "a live room event was not delivered")
+                        }
+                    }
+                }
+            },
+        ))
+    }
+
+    /// New invitations and mentions for the caller:
+    /// `{"type":"INVITATION","invitationId","roomId","patientLabel"}` and
+    /// `{"type":"MENTION","noteId","roomId"}`. Ends when the session ends.
+    async fn my_events(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<impl Stream<Item = Json<serde_json::Value>> + use<>> {
+        let caller = ctx.caller().await?;
+        let state = ctx.state()?;
+        let live = Live::new(state, caller, caller.origin(ctx.request()?));
+        Ok(futures_util::stream::unfold(live, |mut live| async move {
+            loop {
+                let event = live.next_event(|_| true).await?;
+                match my_event(&live, event).await {
+                    Ok(Some(item)) => return Some((Json(item), live)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(error = ?e, "a personal live event was not delivered")
+                    }
+                }
+            }
+        }))
+    }
+}
