@@ -81,7 +81,9 @@ impl App {
         let audit_db = db.clone();
         let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = statements.clone();
-        db.set_metric_callback(move |_| {
+        db.set_metric_callback(move |info| {
+            // Placeholders only: bound values never reach the log.
+            tracing::trace!(target: "renkei::sql", sql = %info.statement.sql, elapsed = ?info.elapsed);
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         });
         let (audit, audit_writer) = AuditLog::start(

@@ -13,6 +13,7 @@ mod room_content;
 mod room_instances;
 mod room_live;
 mod room_permissions;
+mod room_timeline;
 mod rooms;
 mod schema_file;
 mod shutdown;
