@@ -1,6 +1,6 @@
 //! Issue 7, efficient reads: a timeline page with authors, their facilities, mentions,
 //! revisions and 既読 runs a small constant number of SQL statements, however many notes the
-//! page holds (per-request DataLoaders): at most 16 for 5 notes and for 50. Counted with the server's statement counter, which
+//! page holds (per-request DataLoaders): about a dozen (at most 24) for 5 notes and for 50. Counted with the server's statement counter, which
 //! sees every statement requests run (the audit writer has its own, uncounted handle).
 
 use std::sync::atomic::Ordering;
@@ -83,11 +83,12 @@ async fn a_timeline_page_costs_the_same_few_statements_for_5_or_50_notes() {
             .count();
         assert_eq!(readers.len(), expected, "{node}");
     }
-    // Without loaders the 50-note page alone would need 50+ statements per field. With them
-    // it needs one per kind of row (a kind may split into two batches when its loads arrive
-    // in different 1 ms windows), whatever the page size.
+    // Without loaders the 50-note page would need 50+ statements for each of its per-note
+    // fields (300+ in all). With them it needs one per kind of row, about a dozen; a kind may
+    // split into two batches when its loads arrive in different batching windows on a busy
+    // machine, so the bound leaves room for that, whatever the page size.
     assert!(
-        small <= 16 && large <= 16,
+        small <= 24 && large <= 24,
         "statements grow with the page: {small} for 5 notes, {large} for 50"
     );
 }

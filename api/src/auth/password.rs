@@ -234,6 +234,9 @@ struct Inner {
     permits: Arc<Semaphore>,
     pool: HashPool,
     dummy_hash: OnceCell<String>,
+    /// Argon2id verifications run (real and dummy): lets tests check that an unknown login ID
+    /// costs the same work as a wrong password, without timing anything.
+    verifications: std::sync::atomic::AtomicU64,
     #[cfg(test)]
     probe: tests::Probe,
 }
@@ -265,6 +268,7 @@ impl PasswordHasher {
                 permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
                 pool: HashPool::new(max_concurrent.max(1)),
                 dummy_hash: OnceCell::new(),
+                verifications: std::sync::atomic::AtomicU64::new(0),
                 #[cfg(test)]
                 probe: tests::Probe::default(),
             }),
@@ -289,8 +293,18 @@ impl PasswordHasher {
     /// `false`: it means the stored data is broken.
     pub async fn verify(&self, password: SecretString, phc: &str) -> Result<bool, PasswordError> {
         let phc = phc.to_owned();
+        self.inner
+            .verifications
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.run_blocking(move || verify_blocking(&password, &phc))
             .await
+    }
+
+    /// How many verifications (real or dummy) this hasher has run.
+    pub fn verifications(&self) -> u64 {
+        self.inner
+            .verifications
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// For an unknown login id: does the same work as a real [`verify`](Self::verify) against a
