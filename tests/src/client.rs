@@ -96,3 +96,65 @@ impl TestClient {
         req.send().await.expect("request sent")
     }
 }
+
+/// One file of a GraphQL multipart request.
+#[derive(Debug, Clone)]
+pub struct UploadFile<'a> {
+    /// The client's file name, sent as is in the part's `Content-Disposition`.
+    pub name: &'a str,
+    /// The part's `Content-Type` (what the client claims, not necessarily what the bytes are).
+    pub content_type: &'a str,
+    pub bytes: &'a [u8],
+}
+
+impl TestClient {
+    /// A GraphQL multipart request (https://github.com/jaydenseric/graphql-multipart-request-spec):
+    /// parts `operations`, `map` and the file as part `0`, mapped to the variable path `variable`
+    /// (e.g. `variables.file`, whose value in `variables` should be null).
+    pub async fn graphql_upload(
+        &self,
+        query: &str,
+        variables: Value,
+        variable: &str,
+        file: UploadFile<'_>,
+    ) -> Gql {
+        let boundary = format!("renkei-test-{}", uuid::Uuid::new_v4().simple());
+        let operations = json!({ "query": query, "variables": variables }).to_string();
+        let map = json!({ "0": [variable] }).to_string();
+        let mut body: Vec<u8> = Vec::with_capacity(file.bytes.len() + 1024);
+        for (name, value) in [("operations", operations), ("map", map)] {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"0\"; filename=\"{}\"\r\nContent-Type: {}\r\n\r\n",
+                file.name, file.content_type
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(file.bytes);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let mut req = self
+            .http
+            .post(format!("{}/graphql", self.base_url))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.expect("a body");
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}), HTTP {status}: {text}"));
+        Gql { status, body }
+    }
+}

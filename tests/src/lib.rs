@@ -16,7 +16,7 @@ use renkei::config::Config;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use tokio::sync::oneshot;
 
-pub use client::{Gql, TestClient};
+pub use client::{Gql, TestClient, UploadFile};
 pub use fixtures::Person;
 
 /// Which database the suite runs on: `RENKEI_TEST_DB=sqlite|postgres` (default sqlite).

@@ -1,0 +1,656 @@
+//! Issue 7, live updates: graphql-transport-ws at `/graphql/ws` over TLS with the client
+//! certificate the session is bound to, authenticated by `connection_init`. Origins are checked
+//! at the upgrade; `roomEvents` streams a room's notes, edits, vitals, membership and status to
+//! its members and ends within a second when the member leaves or logs out; `myEvents` brings
+//! mentions and invitations; on PostgreSQL with Redis, events cross server instances.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use renkei_tests::{Backend, Person, TestApp, TestClient, TestOptions, spawn_app_with};
+
+use crate::rooms::{
+    ACCEPT, CLOSE_ROOM, INVITE, Kita, REMOVE_MEMBER, id_of, invitation_for, open_room, patient,
+    room_with, str_of, yamada,
+};
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const ROOM_EVENTS: &str = "subscription($r:ID!){ roomEvents(roomId:$r){ __typename ... on NotePosted { note { id body author { id } } } ... on NoteChanged { note { id body deletedAt } } ... on VitalsRecorded { record { id } } ... on MembershipChanged { roomId user { id } joined } ... on RoomStatusChanged { room { id status } } } }";
+const MY_EVENTS: &str = "subscription { myEvents }";
+const POST_NOTE: &str = "mutation($i:PostNoteInput!){ postNote(input:$i){ id body } }";
+const EDIT_NOTE: &str = "mutation($id:ID!,$b:String!){ editNote(id:$id, body:$b){ id body } }";
+const DELETE_NOTE: &str =
+    "mutation($id:ID!,$r:String!){ deleteNote(id:$id, reason:$r){ id deletedAt } }";
+const RECORD_VITALS: &str = "mutation($i:VitalInput!){ recordVitals(input:$i){ id } }";
+
+/// How long a test waits for a message it expects.
+const WAIT: Duration = Duration::from_secs(5);
+/// Time for a fresh subscription to be set up on the server before events are caused.
+const SETTLE: Duration = Duration::from_millis(500);
+
+// ---------------------------------------------------------------------------------------------
+// a graphql-transport-ws client
+// ---------------------------------------------------------------------------------------------
+
+/// Opens `wss://…/graphql/ws`, presenting `who`'s certificate (if any) and an `Origin` header
+/// (if any). The error is tungstenite's: an HTTP refusal of the upgrade is `Error::Http`.
+async fn connect(
+    app: &TestApp,
+    who: Option<&Person>,
+    origin: Option<&str>,
+) -> Result<Ws, tungstenite::Error> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&app.server_ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match who {
+        Some(person) => {
+            let chain = CertificateDer::pem_slice_iter(&person.identity_pem)
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_slice(&person.identity_pem).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut request = format!("wss://127.0.0.1:{}/graphql/ws", app.addr.port())
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+    }
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        None,
+        false,
+        Some(tokio_tungstenite::Connector::Rustls(Arc::new(config))),
+    )
+    .await?;
+    Ok(ws)
+}
+
+#[derive(Debug)]
+enum Frame {
+    Json(Value),
+    /// The socket closed, with the close code if a close frame came.
+    Closed(Option<u16>),
+}
+
+async fn send(ws: &mut Ws, message: Value) {
+    ws.send(Message::text(message.to_string())).await.unwrap();
+}
+
+/// The next protocol message within `within` (pings are answered and skipped), or None.
+async fn recv(ws: &mut Ws, within: Duration) -> Option<Frame> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = match tokio::time::timeout(left, ws.next()).await {
+            Err(_) => return None,
+            Ok(None) => return Some(Frame::Closed(None)),
+            Ok(Some(Err(_))) => return Some(Frame::Closed(None)),
+            Ok(Some(Ok(msg))) => msg,
+        };
+        match msg {
+            Message::Text(text) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] == "ping" {
+                    send(ws, json!({ "type": "pong" })).await;
+                    continue;
+                }
+                return Some(Frame::Json(value));
+            }
+            Message::Close(frame) => return Some(Frame::Closed(frame.map(|f| u16::from(f.code)))),
+            _ => continue,
+        }
+    }
+}
+
+/// The next protocol message; panics if none comes within [`WAIT`].
+async fn expect_json(ws: &mut Ws, what: &str) -> Value {
+    match recv(ws, WAIT).await {
+        Some(Frame::Json(value)) => value,
+        other => panic!("{what}: expected a message within {WAIT:?}, got {other:?}"),
+    }
+}
+
+/// A connection of `who` with `token`, acknowledged.
+async fn live(app: &TestApp, who: &Person, token: &str) -> Ws {
+    let mut ws = connect(app, Some(who), None).await.unwrap();
+    send(
+        &mut ws,
+        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }),
+    )
+    .await;
+    let ack = expect_json(&mut ws, "connection_init").await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    ws
+}
+
+fn token_of(client: &TestClient) -> String {
+    client.token.clone().expect("a session")
+}
+
+async fn subscribe(ws: &mut Ws, id: &str, query: &str, variables: Value) {
+    send(
+        ws,
+        json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } }),
+    )
+    .await;
+}
+
+/// `subscribe`, then a moment for the server to set it up.
+async fn subscribe_settled(ws: &mut Ws, id: &str, query: &str, variables: Value) {
+    subscribe(ws, id, query, variables).await;
+    tokio::time::sleep(SETTLE).await;
+}
+
+/// The data of the next `next` message for subscription `id` (no errors allowed).
+async fn next_event(ws: &mut Ws, id: &str, field: &str, what: &str) -> Value {
+    let msg = expect_json(ws, what).await;
+    assert_eq!(msg["type"], "next", "{what}: {msg}");
+    assert_eq!(msg["id"], id, "{what}: {msg}");
+    assert!(
+        msg["payload"]["errors"].is_null(),
+        "{what}: errors in {msg}"
+    );
+    msg["payload"]["data"][field].clone()
+}
+
+async fn post_note(client: &TestClient, room: &str, body: &str) -> Value {
+    let resp = client
+        .graphql(POST_NOTE, json!({ "i": { "roomId": room, "body": body } }))
+        .await;
+    resp.ok()["postNote"].clone()
+}
+
+/// A room of Kita whose members are a doctor and a nurse (each with a session).
+struct LiveRoom {
+    k: Kita,
+    doc: Person,
+    doc_c: TestClient,
+    nurse: Person,
+    nurse_c: TestClient,
+    room: String,
+}
+
+impl LiveRoom {
+    async fn new() -> LiveRoom {
+        let k = Kita::new().await;
+        let (doc, doc_c) = k.staff("doc", k.a).await;
+        let (nurse, nurse_c) = k.staff("nurse", k.b).await;
+        let room = id_of(
+            &room_with(
+                &k.city,
+                yamada(),
+                &[(&doc, &doc_c), (&nurse, &nurse_c)],
+                &[],
+            )
+            .await,
+        );
+        LiveRoom {
+            k,
+            doc,
+            doc_c,
+            nurse,
+            nurse_c,
+            room,
+        }
+    }
+}
+
+/// Reads until `complete` for `id` comes; returns how long that took from `since`. Other
+/// messages for `id` before it must not be notes posted after the leaving.
+async fn until_complete(ws: &mut Ws, id: &str, since: Instant, what: &str) -> Duration {
+    loop {
+        match recv(ws, WAIT).await {
+            Some(Frame::Json(msg)) if msg["type"] == "complete" && msg["id"] == id => {
+                return since.elapsed();
+            }
+            Some(Frame::Json(msg)) if msg["type"] == "next" && msg["id"] == id => {
+                let typename = &msg["payload"]["data"]["roomEvents"]["__typename"];
+                assert!(
+                    *typename == "MembershipChanged",
+                    "{what}: only the leaving itself may come before `complete`: {msg}"
+                );
+            }
+            other => panic!("{what}: expected `complete` for {id}, got {other:?}"),
+        }
+    }
+}
+
+/// Nothing more for subscription `id` within `quiet`.
+async fn assert_silent(ws: &mut Ws, id: &str, quiet: Duration, what: &str) {
+    let deadline = Instant::now() + quiet;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match recv(ws, left).await {
+            None => return,
+            Some(Frame::Closed(_)) => return,
+            Some(Frame::Json(msg)) => {
+                assert!(msg["id"] != id, "{what}: a message after `complete`: {msg}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// connecting
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn connection_init_needs_a_valid_token_over_the_bound_certificate() {
+    let k = Kita::new().await;
+    let (doc, doc_c) = k.staff("doc", k.a).await;
+    let token = token_of(&doc_c);
+
+    // The right token over the right certificate: acknowledged, and a subscription of the
+    // caller's own events runs (an unauthenticated one would fail at once).
+    let mut ws = live(&k.app, &doc, &token).await;
+    subscribe(&mut ws, "mine", MY_EVENTS, json!({})).await;
+    let early = recv(&mut ws, Duration::from_millis(700)).await;
+    assert!(early.is_none(), "myEvents of a signed-in caller: {early:?}");
+
+    // Bad tokens: the socket closes with 4403 instead of an ack.
+    let stranger = k.user("stranger", entity::kinds::Role::Staff, k.b).await;
+    let mut outcomes = Vec::new();
+    for (what, who, init) in [
+        (
+            "a made-up token",
+            Some(&doc),
+            json!({ "authorization": "Bearer not-a-session" }),
+        ),
+        (
+            "the token without a certificate",
+            None,
+            json!({ "authorization": format!("Bearer {token}") }),
+        ),
+        (
+            "the token over another user's certificate",
+            Some(&stranger),
+            json!({ "authorization": format!("Bearer {token}") }),
+        ),
+    ] {
+        let mut ws = connect(&k.app, who, None).await.unwrap();
+        send(
+            &mut ws,
+            json!({ "type": "connection_init", "payload": init }),
+        )
+        .await;
+        let got = recv(&mut ws, WAIT).await;
+        let closed_4403 = matches!(got, Some(Frame::Closed(Some(4403))));
+        outcomes.push((what, closed_4403, format!("{got:?}")));
+    }
+    assert!(
+        outcomes.iter().all(|(_, ok, _)| *ok),
+        "each should close with 4403: {outcomes:#?}"
+    );
+}
+
+#[tokio::test]
+async fn upgrades_from_foreign_origins_are_refused_with_403() {
+    let k = Kita::with_env(&[(
+        "RENKEI_ALLOWED_ORIGINS",
+        "https://app.renkei.example, https://portal.kita.example",
+    )])
+    .await;
+    let (doc, doc_c) = k.staff("doc", k.a).await;
+    let token = token_of(&doc_c);
+    let own = format!("https://127.0.0.1:{}", k.app.addr.port());
+
+    for origin in [
+        "https://evil.example",
+        "http://127.0.0.1",
+        "https://app.renkei.example.evil.example",
+        "null",
+    ] {
+        match connect(&k.app, Some(&doc), Some(origin)).await {
+            Err(tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 403, "Origin {origin}")
+            }
+            Err(e) => panic!("Origin {origin}: expected HTTP 403, got {e}"),
+            Ok(_) => panic!("Origin {origin}: the upgrade was accepted"),
+        }
+    }
+    for origin in [
+        Some(own.as_str()),
+        Some("https://app.renkei.example"),
+        Some("https://portal.kita.example"),
+        None,
+    ] {
+        let mut ws = connect(&k.app, Some(&doc), origin)
+            .await
+            .unwrap_or_else(|e| panic!("Origin {origin:?}: refused: {e}"));
+        send(
+            &mut ws,
+            json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }),
+        )
+        .await;
+        let ack = expect_json(&mut ws, &format!("Origin {origin:?}")).await;
+        assert_eq!(ack["type"], "connection_ack", "Origin {origin:?}: {ack}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// roomEvents
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn members_receive_notes_edits_vitals_membership_and_status_changes() {
+    let r = LiveRoom::new().await;
+    let room = r.room.as_str();
+    let (pharm, pharm_c) = r.k.staff("pharm", r.k.a).await;
+    let invited =
+        r.k.city
+            .graphql(INVITE, json!({ "r": room, "u": [pharm.id.to_string()] }))
+            .await;
+    let invitation = id_of(&invited.ok()["inviteToRoom"][0]);
+    // A room next door, whose events must not show up.
+    let next_door = id_of(
+        &room_with(
+            &r.k.city,
+            patient("佐藤 花子", "サトウ ハナコ", "1932-03-04"),
+            &[(&r.nurse, &r.nurse_c)],
+            &[],
+        )
+        .await,
+    );
+
+    let mut ws = live(&r.k.app, &r.doc, &token_of(&r.doc_c)).await;
+    subscribe_settled(&mut ws, "1", ROOM_EVENTS, json!({ "r": room })).await;
+
+    post_note(&r.nurse_c, &next_door, "隣の部屋").await;
+    let note = post_note(&r.nurse_c, room, "本日訪問します").await;
+    let event = next_event(&mut ws, "1", "roomEvents", "a note posted").await;
+    assert_eq!(event["__typename"], "NotePosted", "{event}");
+    assert_eq!(
+        event["note"]["id"], note["id"],
+        "only this room's notes: {event}"
+    );
+    assert_eq!(event["note"]["body"], "本日訪問します");
+    assert_eq!(event["note"]["author"]["id"], r.nurse.id.to_string());
+
+    // The subscriber's own note too.
+    let own = post_note(&r.doc_c, room, "了解です").await;
+    let event = next_event(&mut ws, "1", "roomEvents", "own note").await;
+    assert_eq!(event["__typename"], "NotePosted");
+    assert_eq!(event["note"]["id"], own["id"]);
+
+    r.nurse_c
+        .graphql(
+            EDIT_NOTE,
+            json!({ "id": note["id"], "b": "本日午後に訪問します" }),
+        )
+        .await
+        .ok();
+    let event = next_event(&mut ws, "1", "roomEvents", "an edit").await;
+    assert_eq!(event["__typename"], "NoteChanged", "{event}");
+    assert_eq!(event["note"]["id"], note["id"]);
+    assert_eq!(event["note"]["body"], "本日午後に訪問します");
+    assert!(event["note"]["deletedAt"].is_null());
+
+    r.nurse_c
+        .graphql(DELETE_NOTE, json!({ "id": note["id"], "r": "予定変更" }))
+        .await
+        .ok();
+    let event = next_event(&mut ws, "1", "roomEvents", "a deletion").await;
+    assert_eq!(event["__typename"], "NoteChanged", "{event}");
+    assert_eq!(event["note"]["id"], note["id"]);
+    assert_eq!(event["note"]["body"], "");
+    assert!(event["note"]["deletedAt"].is_string(), "{event}");
+
+    let measured = chrono::Utc::now().to_rfc3339();
+    let record = r
+        .nurse_c
+        .graphql(
+            RECORD_VITALS,
+            json!({ "i": { "roomId": room, "measuredAt": measured, "pulsePerMin": 78 } }),
+        )
+        .await;
+    let record = record.ok()["recordVitals"].clone();
+    let event = next_event(&mut ws, "1", "roomEvents", "vitals").await;
+    assert_eq!(event["__typename"], "VitalsRecorded", "{event}");
+    assert_eq!(event["record"]["id"], record["id"]);
+
+    pharm_c
+        .graphql(ACCEPT, json!({ "id": invitation }))
+        .await
+        .ok();
+    let event = next_event(&mut ws, "1", "roomEvents", "a member joining").await;
+    assert_eq!(event["__typename"], "MembershipChanged", "{event}");
+    assert_eq!(event["roomId"], room);
+    assert_eq!(event["user"]["id"], pharm.id.to_string());
+    assert_eq!(event["joined"], true);
+
+    r.k.city
+        .graphql(
+            REMOVE_MEMBER,
+            json!({ "r": room, "u": pharm.id.to_string(), "why": "担当交代" }),
+        )
+        .await
+        .ok();
+    let event = next_event(&mut ws, "1", "roomEvents", "a member removed").await;
+    assert_eq!(event["__typename"], "MembershipChanged", "{event}");
+    assert_eq!(event["user"]["id"], pharm.id.to_string());
+    assert_eq!(event["joined"], false);
+
+    r.k.city
+        .graphql(CLOSE_ROOM, json!({ "r": room, "e": "ご逝去" }))
+        .await
+        .ok();
+    let event = next_event(&mut ws, "1", "roomEvents", "the room closing").await;
+    assert_eq!(event["__typename"], "RoomStatusChanged", "{event}");
+    assert_eq!(event["room"]["id"], room);
+    assert_eq!(event["room"]["status"], "CLOSED");
+}
+
+#[tokio::test]
+async fn a_non_member_subscribing_gets_forbidden() {
+    let k = Kita::new().await;
+    let (invitee, invitee_c) = k.staff("invitee", k.a).await;
+    let (outsider, outsider_c) = k.staff("outsider", k.b).await;
+    let room = id_of(&open_room(&k.city, yamada(), &[&invitee]).await);
+    for (what, who, client) in [
+        ("a same-tenant outsider", &outsider, &outsider_c),
+        ("an invitee who has not accepted", &invitee, &invitee_c),
+        ("the CITY_ADMIN", &k.admin, &k.city),
+    ] {
+        let mut ws = live(&k.app, who, &token_of(client)).await;
+        subscribe(&mut ws, "1", ROOM_EVENTS, json!({ "r": room })).await;
+        let msg = expect_json(&mut ws, what).await;
+        assert_eq!(msg["type"], "error", "{what}: {msg}");
+        assert_eq!(msg["id"], "1", "{what}: {msg}");
+        assert_eq!(
+            msg["payload"][0]["extensions"]["code"], "FORBIDDEN",
+            "{what}: {msg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_member_removed_mid_subscription_gets_complete_within_a_second() {
+    let r = LiveRoom::new().await;
+    let room = r.room.as_str();
+    let mut ws = live(&r.k.app, &r.doc, &token_of(&r.doc_c)).await;
+    subscribe_settled(&mut ws, "1", ROOM_EVENTS, json!({ "r": room })).await;
+    let hello = post_note(&r.nurse_c, room, "こんにちは").await;
+    let event = next_event(&mut ws, "1", "roomEvents", "before the removal").await;
+    assert_eq!(event["note"]["id"], hello["id"], "{event}");
+
+    let removing = Instant::now();
+    r.k.city
+        .graphql(
+            REMOVE_MEMBER,
+            json!({ "r": room, "u": r.doc.id.to_string(), "why": "担当交代" }),
+        )
+        .await
+        .ok();
+    let took = until_complete(&mut ws, "1", removing, "the removed member").await;
+    assert!(
+        took <= Duration::from_millis(1500),
+        "`complete` came {took:?} after the removal"
+    );
+    post_note(&r.nurse_c, room, "退室後の投稿").await;
+    assert_silent(
+        &mut ws,
+        "1",
+        Duration::from_millis(700),
+        "the removed member",
+    )
+    .await;
+
+    // Subscribing again is refused.
+    subscribe(&mut ws, "2", ROOM_EVENTS, json!({ "r": room })).await;
+    let msg = expect_json(&mut ws, "subscribing again").await;
+    assert_eq!(msg["type"], "error", "{msg}");
+    assert_eq!(
+        msg["payload"][0]["extensions"]["code"], "FORBIDDEN",
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn logging_out_completes_the_subscription_within_a_second() {
+    let r = LiveRoom::new().await;
+    let room = r.room.as_str();
+    let mut ws = live(&r.k.app, &r.doc, &token_of(&r.doc_c)).await;
+    subscribe_settled(&mut ws, "1", ROOM_EVENTS, json!({ "r": room })).await;
+    let hello = post_note(&r.nurse_c, room, "こんにちは").await;
+    let event = next_event(&mut ws, "1", "roomEvents", "before the logout").await;
+    assert_eq!(event["note"]["id"], hello["id"], "{event}");
+
+    let leaving = Instant::now();
+    let out = r.doc_c.graphql("mutation { logout }", json!({})).await;
+    assert_eq!(out.ok()["logout"], true);
+    let took = until_complete(&mut ws, "1", leaving, "after logout").await;
+    assert!(
+        took <= Duration::from_millis(1500),
+        "`complete` came {took:?} after the logout"
+    );
+    post_note(&r.nurse_c, room, "ログアウト後の投稿").await;
+    assert_silent(&mut ws, "1", Duration::from_millis(700), "after logout").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// myEvents
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn my_events_bring_mentions_and_invitations() {
+    let r = LiveRoom::new().await;
+    let room = r.room.as_str();
+    let mut ws = live(&r.k.app, &r.nurse, &token_of(&r.nurse_c)).await;
+    subscribe_settled(&mut ws, "me", MY_EVENTS, json!({})).await;
+
+    // A note without a mention brings nothing; one with a mention does.
+    post_note(&r.doc_c, room, "全体連絡").await;
+    let mention = r
+        .doc_c
+        .graphql(
+            POST_NOTE,
+            json!({ "i": { "roomId": room, "body": "看護師さん確認お願いします", "mentionUserIds": [r.nurse.id.to_string()] } }),
+        )
+        .await;
+    let mention = mention.ok()["postNote"].clone();
+    let event = next_event(&mut ws, "me", "myEvents", "a mention").await;
+    assert_eq!(event["type"], "MENTION", "{event}");
+    assert_eq!(event["noteId"], mention["id"], "{event}");
+    assert_eq!(event["roomId"], room, "{event}");
+
+    // The doctor mentioning someone else is nothing for the nurse.
+    r.doc_c
+        .graphql(
+            POST_NOTE,
+            json!({ "i": { "roomId": room, "body": "自分宛て", "mentionUserIds": [r.doc.id.to_string()] } }),
+        )
+        .await
+        .ok();
+    let other = open_room(
+        &r.k.city,
+        patient("佐藤 花子", "サトウ ハナコ", "1932-03-04"),
+        &[&r.nurse],
+    )
+    .await;
+    let event = next_event(&mut ws, "me", "myEvents", "an invitation").await;
+    assert_eq!(event["type"], "INVITATION", "{event}");
+    assert_eq!(event["invitationId"], invitation_for(&other, &r.nurse));
+    assert_eq!(event["roomId"], other["id"]);
+    assert_eq!(event["patientLabel"], "佐藤 花. (1932)");
+    assert!(
+        recv(&mut ws, Duration::from_millis(500)).await.is_none(),
+        "nothing else for the nurse"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// two instances
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_subscriber_on_one_instance_receives_a_note_posted_on_the_other() {
+    if renkei_tests::backend() != Backend::Postgres {
+        // Two processes share events through Redis, which the suite only runs with PostgreSQL.
+        return;
+    }
+    let a = spawn_app_with(TestOptions {
+        redis: Some(true),
+        ..Default::default()
+    })
+    .await;
+    let b = spawn_app_with(TestOptions {
+        redis: Some(true),
+        share_with: Some(a.shared_backends()),
+        ..Default::default()
+    })
+    .await;
+    let admin = a.create_tenant("kita").await;
+    let started = Instant::now();
+    while b.client_for(&admin).get("/healthz").await.status() != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "B never trusted the new tenant's CA"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let facility = a.create_facility(admin.tenant_id, "Kita Clinic").await;
+    let doc = a
+        .create_user(&admin, "doc", entity::kinds::Role::Staff, Some(facility))
+        .await;
+    let nurse = a
+        .create_user(&admin, "nurse", entity::kinds::Role::Staff, Some(facility))
+        .await;
+    let city = a.ready_session(&admin).await;
+    let doc_b = b.ready_session(&doc).await;
+    let nurse_a = a.ready_session(&nurse).await;
+    let room = id_of(&room_with(&city, yamada(), &[(&doc, &doc_b), (&nurse, &nurse_a)], &[]).await);
+
+    let mut ws = live(&b, &doc, &token_of(&doc_b)).await;
+    subscribe_settled(&mut ws, "1", ROOM_EVENTS, json!({ "r": room })).await;
+    let note = post_note(&nurse_a, &room, "Aから投稿").await;
+    let event = next_event(&mut ws, "1", "roomEvents", "a note posted on A").await;
+    assert_eq!(event["__typename"], "NotePosted", "{event}");
+    assert_eq!(event["note"]["id"], note["id"]);
+    assert_eq!(str_of(&event["note"]["body"]), "Aから投稿");
+}
