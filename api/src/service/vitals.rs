@@ -278,7 +278,7 @@ pub async fn list(
 /// `t` at microsecond precision, rounded up or down.
 fn micros(t: DateTime<Utc>, up: bool) -> DateTime<Utc> {
     let mut us = t.timestamp_micros();
-    if up && t.timestamp_subsec_nanos() % 1_000 != 0 {
+    if up && !t.timestamp_subsec_nanos().is_multiple_of(1_000) {
         us += 1;
     }
     DateTime::from_timestamp_micros(us).unwrap_or(t)
