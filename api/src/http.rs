@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_graphql::http::{GraphiQLSource, MultipartOptions, WebSocketProtocols, WsMessage};
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -141,17 +141,15 @@ async fn graphql_post(
             let over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let flag = over.clone();
             let mut seen: u64 = 0;
-            let stream =
-                futures_util::TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other)
-                    .and_then_limit(move |chunk: &Bytes| {
-                        seen = seen.saturating_add(chunk.len() as u64);
-                        if seen > request_limit {
-                            flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                            false
-                        } else {
-                            true
-                        }
-                    });
+            let stream = futures_util::StreamExt::map(body.into_data_stream(), move |chunk| {
+                let chunk = chunk.map_err(std::io::Error::other)?;
+                seen = seen.saturating_add(chunk.len() as u64);
+                if seen > request_limit {
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Err(std::io::Error::other("request too large"));
+                }
+                Ok(chunk)
+            });
             let parsed = async_graphql::http::receive_body(
                 Some(content_type.as_str()),
                 futures_util::TryStreamExt::into_async_read(stream),
@@ -207,30 +205,6 @@ fn file_too_large(limit: u64) -> Response {
         }] })),
     )
         .into_response()
-}
-
-/// Ends a byte stream with an error once `keep_going` says no (a size limit passed).
-trait LimitExt: Sized {
-    fn and_then_limit(
-        self,
-        keep_going: impl FnMut(&Bytes) -> bool + Send + 'static,
-    ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send;
-}
-
-impl<S> LimitExt for S
-where
-    S: futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
-{
-    fn and_then_limit(
-        self,
-        mut keep_going: impl FnMut(&Bytes) -> bool + Send + 'static,
-    ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
-        futures_util::StreamExt::map(self, move |chunk| match chunk {
-            Ok(bytes) if keep_going(&bytes) => Ok(bytes),
-            Ok(_) => Err(std::io::Error::other("request too large")),
-            Err(e) => Err(e),
-        })
-    }
 }
 
 /// GraphQL-over-HTTP: `application/graphql-response+json` when asked for (with 400 when the

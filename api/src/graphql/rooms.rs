@@ -554,3 +554,20 @@ pub async fn room_for(ctx: &Context<'_>, caller: &Caller, id: uuid::Uuid) -> Res
         tz: caller.tz(),
     })
 }
+
+/// The member capability for room `id` of the caller's tenant (NOT_FOUND for other tenants,
+/// FORBIDDEN for non-members).
+pub async fn member_of(
+    ctx: &Context<'_>,
+    caller: &Caller,
+    id: uuid::Uuid,
+) -> Result<crate::authz::rooms::RoomAccess> {
+    let state = ctx.state()?;
+    ctx.request()?.note_room(id);
+    let room = crate::service::rooms::in_tenant(&state.db, caller.tenant.id, id).await?;
+    Ok(crate::authz::rooms::member(
+        &state.authz,
+        &caller.user,
+        room,
+    )?)
+}

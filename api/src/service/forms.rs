@@ -21,43 +21,47 @@ pub const MAX_STAFF: usize = 200;
 
 /// Trimmed text of 1..=max characters with no control characters.
 pub fn text(field: &str, value: &str, max: usize) -> AppResult<String> {
-    trimmed(field, value, max, |_| false).map_err(|e| {
-        e.unwrap_or_else(|| AppError::bad_input(field, "must not contain control characters"))
-    })
+    trimmed(
+        field,
+        value,
+        max,
+        |_| false,
+        "must not contain control characters",
+    )
 }
 
 /// Trimmed free text of 1..=max characters over several lines: line breaks and tabs are kept,
 /// other control characters refused.
 pub fn multiline(field: &str, value: &str, max: usize) -> AppResult<String> {
-    trimmed(field, value, max, |c| matches!(c, '\n' | '\r' | '\t')).map_err(|e| {
-        e.unwrap_or_else(|| {
-            AppError::bad_input(
-                field,
-                "must not contain control characters other than line breaks and tabs",
-            )
-        })
-    })
+    trimmed(
+        field,
+        value,
+        max,
+        |c| matches!(c, '\n' | '\r' | '\t'),
+        "must not contain control characters other than line breaks and tabs",
+    )
 }
 
-/// Trims and checks length; `Err(None)` when a control character that `allowed` refuses is in.
+/// Trims and checks the length and the control characters (`allowed` lets some through).
 fn trimmed(
     field: &str,
     value: &str,
     max: usize,
     allowed: impl Fn(char) -> bool,
-) -> Result<String, Option<AppError>> {
+    control_message: &str,
+) -> AppResult<String> {
     let value = value.trim();
     if value.is_empty() {
-        return Err(Some(AppError::bad_input(field, "must not be empty")));
+        return Err(AppError::bad_input(field, "must not be empty"));
     }
     if value.chars().count() > max {
-        return Err(Some(AppError::bad_input(
+        return Err(AppError::bad_input(
             field,
             format!("at most {max} characters"),
-        )));
+        ));
     }
     if value.chars().any(|c| c.is_control() && !allowed(c)) {
-        return Err(None);
+        return Err(AppError::bad_input(field, control_message));
     }
     Ok(value.to_string())
 }

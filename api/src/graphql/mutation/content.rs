@@ -10,25 +10,21 @@ use crate::graphql::content::{
     Attachment, CareInfoKind, CareInfoSection, Note, PostNoteInput, VitalInput, VitalRecord,
 };
 use crate::graphql::context::{Caller, ContextExt as _};
-use crate::graphql::rooms::{NoteCategory, Patient, PatientInput};
+use crate::graphql::rooms::{NoteCategory, Patient, PatientInput, member_of};
 use crate::service::notes::NewNote;
 use crate::service::rooms::{self, PatientForm};
 use crate::service::{attachments, care, notes, users, vitals};
 
-/// The member capability for room `id` of the caller's tenant (NOT_FOUND for other tenants,
-/// FORBIDDEN for non-members).
-async fn member_of(ctx: &Context<'_>, caller: &Caller, id: Uuid) -> Result<RoomAccess> {
+/// A note as the member who just wrote it sees it (the room is the one just checked: its
+/// standing needs no second read).
+async fn note_view(
+    ctx: &Context<'_>,
+    caller: &Caller,
+    access: RoomAccess,
+    model: entity::note::Model,
+) -> Result<Note> {
     let state = ctx.state()?;
-    ctx.request()?.note_room(id);
-    let room = rooms::in_tenant(&state.db, caller.tenant.id, id).await?;
-    Ok(room_authz::member(&state.authz, &caller.user, room)?)
-}
-
-/// A note as the member who just wrote it sees it.
-async fn note_view(ctx: &Context<'_>, caller: &Caller, model: entity::note::Model) -> Result<Note> {
-    let state = ctx.state()?;
-    let room = rooms::in_tenant(&state.db, caller.tenant.id, model.room_id).await?;
-    let viewer = room_authz::viewer(&state.db, &state.authz, &caller.user, room).await?;
+    let viewer = room_authz::viewer(&state.db, &state.authz, &caller.user, access.room).await?;
     Ok(Note {
         model,
         tz: caller.tz(),
@@ -74,7 +70,7 @@ impl ContentMutation {
             client_mutation_id: input.client_mutation_id,
         };
         let model = notes::post(state, &access, new, &caller.origin(ctx.request()?)).await?;
-        note_view(ctx, caller, model).await
+        note_view(ctx, caller, access, model).await
     }
 
     /// Changes the body of one's own note; the earlier body is kept in `revisions`.
@@ -85,7 +81,7 @@ impl ContentMutation {
         let access = member_of(ctx, caller, note.room_id).await?;
         let model =
             notes::edit(state, &access, &note, &body, &caller.origin(ctx.request()?)).await?;
-        note_view(ctx, caller, model).await
+        note_view(ctx, caller, access, model).await
     }
 
     /// Deletes one's own note (soft): the body is emptied, the reason shown.
@@ -102,7 +98,7 @@ impl ContentMutation {
             &caller.origin(ctx.request()?),
         )
         .await?;
-        note_view(ctx, caller, model).await
+        note_view(ctx, caller, access, model).await
     }
 
     /// 既読: moves the caller's read marker up to this note (never back); the unread count after.

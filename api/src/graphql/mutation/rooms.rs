@@ -29,6 +29,25 @@ async fn admin_of(ctx: &Context<'_>, caller: &Caller, id: Uuid) -> Result<room_a
     Ok(room_authz::admin(&state.authz, &caller.user, room)?)
 }
 
+/// After a membership began or ended: the enforcers of every instance, then the room's live
+/// subscribers.
+async fn membership_changed(
+    state: &crate::state::AppState,
+    room_id: Uuid,
+    user_id: Uuid,
+    joined: bool,
+) {
+    crate::authz::sync::users_changed(state, &[user_id]).await;
+    state
+        .events
+        .publish([LiveEvent::MembershipChanged {
+            room_id,
+            user_id,
+            joined,
+        }])
+        .await;
+}
+
 #[derive(Default)]
 pub struct RoomMutation;
 
@@ -132,10 +151,8 @@ impl RoomMutation {
     ) -> Result<Application> {
         let caller = ctx.caller().await?;
         let state = ctx.state()?;
-        let id = users::parse_id(&room_id)?;
-        ctx.request()?.note_room(id);
-        let room = rooms::in_tenant(&state.db, caller.tenant.id, id).await?;
-        let access = room_authz::member(&state.authz, &caller.user, room)?;
+        let access =
+            crate::graphql::rooms::member_of(ctx, caller, users::parse_id(&room_id)?).await?;
         let model = rooms::request_closure(
             state,
             &access,
@@ -225,15 +242,7 @@ impl RoomMutation {
             &caller.origin(ctx.request()?),
         )
         .await?;
-        crate::authz::sync::users_changed(state, &[user.id]).await;
-        state
-            .events
-            .publish([LiveEvent::MembershipChanged {
-                room_id: room.id,
-                user_id: user.id,
-                joined: false,
-            }])
-            .await;
+        membership_changed(state, room.id, user.id, false).await;
         room_for(ctx, caller, room.id).await
     }
 
@@ -298,15 +307,7 @@ impl RoomMutation {
             &caller.origin(ctx.request()?),
         )
         .await?;
-        crate::authz::sync::users_changed(state, &[caller.user.id]).await;
-        state
-            .events
-            .publish([LiveEvent::MembershipChanged {
-                room_id: room.id,
-                user_id: caller.user.id,
-                joined: true,
-            }])
-            .await;
+        membership_changed(state, room.id, caller.user.id, true).await;
         room_for(ctx, caller, room.id).await
     }
 
