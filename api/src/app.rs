@@ -113,6 +113,9 @@ impl App {
             events: crate::events::EventBus::new(redis.clone()),
             blobs: Arc::new(blobs),
             live_sessions: crate::graphql::subscription::LiveSessions::default(),
+            live_feed: crate::graphql::live::LiveFeed::default(),
+            live_audit: crate::graphql::live::LiveAudit::default(),
+            live_loaders: crate::graphql::loaders::Loaders::new(&db),
             statements,
             authz: Arc::new(authz),
             audit,
@@ -173,6 +176,7 @@ impl App {
             task.abort();
         }
         // Requests are drained: write every buffered read event before the database goes.
+        self.state.live_audit.flush(&self.state.audit).await;
         self.state.audit.close().await;
         if let Err(e) = self.audit_writer.await {
             tracing::error!(error = %e, "audit writer ended abnormally");
@@ -235,6 +239,14 @@ fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
     let s = state.clone();
     tasks.push(tokio::spawn(async move {
         s.live_sessions.run(&s.sessions).await;
+    }));
+    let s = state.clone();
+    tasks.push(tokio::spawn(async move {
+        s.live_feed.run(&s.events, &s.db).await;
+    }));
+    let s = state.clone();
+    tasks.push(tokio::spawn(async move {
+        s.live_audit.run(&s.audit).await;
     }));
     if let Some(redis) = &state.redis {
         let s = state.clone();

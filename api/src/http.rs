@@ -390,7 +390,7 @@ async fn ws_connection_data(
     }
     let mut data = async_graphql::Data::default();
     data.insert(context);
-    data.insert(Loaders::new(&app.db));
+    data.insert(app.live_loaders.clone());
     Ok(data)
 }
 

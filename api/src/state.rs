@@ -37,6 +37,12 @@ pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
     /// Which login sessions live subscriptions depend on, checked together.
     pub live_sessions: crate::graphql::subscription::LiveSessions,
+    /// Live events with their rows, read once per instance for every stream.
+    pub live_feed: crate::graphql::live::LiveFeed,
+    /// Live deliveries, gathered per stream and room for the audit.
+    pub live_audit: crate::graphql::live::LiveAudit,
+    /// DataLoaders shared by the instance's WebSocket connections.
+    pub live_loaders: crate::graphql::loaders::Loaders,
     /// SQL statements run through `db` (not the audit writer's), for tests and benchmarks.
     pub statements: Arc<std::sync::atomic::AtomicU64>,
 }

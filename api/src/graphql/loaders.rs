@@ -3,6 +3,7 @@
 //! only (no cache), so a long-lived WebSocket connection never serves stale rows.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use sea_orm::{ColumnTrait as _, DatabaseConnection, EntityTrait as _, QueryFilter as _};
@@ -16,25 +17,30 @@ fn gql(e: impl Into<crate::error::AppError>) -> async_graphql::Error {
     e.into().into_graphql()
 }
 
+/// Cheap to clone: WebSocket connections of an instance share one set (see
+/// [`crate::graphql::live`]), so a live event's authors are read once for all its streams.
+#[derive(Clone)]
 pub struct Loaders {
-    pub users: DataLoader<UserLoader>,
-    pub facilities: DataLoader<FacilityLoader>,
-    pub notes: DataLoader<NoteLoader>,
-    pub mentions: DataLoader<MentionLoader>,
-    pub attachments: DataLoader<AttachmentLoader>,
-    pub revisions: DataLoader<RevisionLoader>,
-    pub read_by: DataLoader<ReadByLoader>,
+    pub users: Arc<DataLoader<UserLoader>>,
+    pub facilities: Arc<DataLoader<FacilityLoader>>,
+    pub notes: Arc<DataLoader<NoteLoader>>,
+    pub mentions: Arc<DataLoader<MentionLoader>>,
+    pub attachments: Arc<DataLoader<AttachmentLoader>>,
+    pub revisions: Arc<DataLoader<RevisionLoader>>,
+    pub read_by: Arc<DataLoader<ReadByLoader>>,
 }
 
 impl Loaders {
     pub fn new(db: &DatabaseConnection) -> Self {
-        fn loader<T: Loader<K>, K>(inner: T) -> DataLoader<T>
+        fn loader<T: Loader<K>, K>(inner: T) -> Arc<DataLoader<T>>
         where
             K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
         {
             // A little longer than the 1 ms default, so loads of a page's fields that arrive
             // while the executor is busy still share one batch.
-            DataLoader::new(inner, tokio::spawn).delay(std::time::Duration::from_millis(2))
+            Arc::new(
+                DataLoader::new(inner, tokio::spawn).delay(std::time::Duration::from_millis(2)),
+            )
         }
         Loaders {
             users: loader::<_, Uuid>(UserLoader(db.clone())),

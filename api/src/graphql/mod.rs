@@ -4,6 +4,7 @@ pub mod applications;
 pub mod content;
 pub mod context;
 mod denials;
+pub mod live;
 pub mod loaders;
 pub mod mutation;
 pub mod query;

@@ -22,10 +22,11 @@ use crate::authz::rooms::RoomViewer;
 use crate::events::LiveEvent;
 use crate::graphql::content::{Note, VitalRecord, person};
 use crate::graphql::context::{Caller, ContextExt as _};
+use crate::graphql::live::{Content, Resolved};
 use crate::graphql::rooms::{Room, room_for};
 use crate::graphql::types::User;
 use crate::service::audit::{Event, Origin};
-use crate::service::{notes, users, vitals};
+use crate::service::users;
 use crate::state::AppState;
 
 /// How often a live stream re-checks membership and session at the latest.
@@ -133,7 +134,9 @@ struct Live {
     state: AppState,
     caller: Caller,
     origin: Origin,
-    events: broadcast::Receiver<LiveEvent>,
+    /// Names this stream in the gathered audit of its deliveries.
+    stream: u64,
+    events: broadcast::Receiver<Arc<Resolved>>,
     session: watch::Receiver<bool>,
     tick: tokio::time::Interval,
 }
@@ -143,8 +146,9 @@ impl Live {
         let mut tick = tokio::time::interval(RECHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Live {
-            events: state.events.subscribe(),
+            events: state.live_feed.subscribe(),
             session: state.live_sessions.watch(&caller.session_hash),
+            stream: state.live_audit.stream_id(),
             state: state.clone(),
             caller: caller.clone(),
             origin,
@@ -157,8 +161,8 @@ impl Live {
     }
 
     /// The next event, or `None` when the stream must end: the session ended, `still_allowed`
-    /// says no (checked before each event and every [`RECHECK`]), or the bus closed.
-    async fn next_event(&mut self, still_allowed: impl Fn(&Live) -> bool) -> Option<LiveEvent> {
+    /// says no (checked before each event and every [`RECHECK`]), or the feed closed.
+    async fn next_event(&mut self, still_allowed: impl Fn(&Live) -> bool) -> Option<Arc<Resolved>> {
         loop {
             if !self.session_alive() || !still_allowed(self) {
                 return None;
@@ -182,38 +186,31 @@ impl Live {
         }
     }
 
-    /// Records that live content of the room reached the caller (buffered, like every read).
-    async fn audit_read(&self, action: &'static str, room_id: Uuid) {
+    /// Records that live content of the room reached the caller; gathered per stream and room
+    /// and written with the other read events (see [`crate::graphql::live::LiveAudit`]).
+    fn audit_delivery(&self, action: &'static str, room_id: Uuid, id: Uuid) {
         let event = Event::new(self.caller.tenant.id, action, AuditOutcome::Allowed)
             .by(&self.origin)
             .room(room_id)
             .target("room", room_id);
-        if let Err(e) = self.state.audit.read(event).await {
-            tracing::warn!(error = ?e, "auditing a live read failed");
-        }
+        self.state.live_audit.delivered(self.stream, &event, id);
     }
 }
 
-/// The room event a member sees for `event`, read with the member's standing.
-async fn room_event(
-    live: &Live,
-    viewer: &RoomViewer,
-    tz: Tz,
-    event: LiveEvent,
-) -> crate::error::AppResult<Option<RoomEvent>> {
-    let access = viewer.access()?;
-    let db = &live.state.db;
-    Ok(match event {
-        LiveEvent::NotePosted { note_id, .. } | LiveEvent::NoteChanged { note_id, .. } => {
-            let Some(model) = notes::by_ids(db, &[note_id]).await?.into_iter().next() else {
-                return Ok(None);
-            };
-            if model.room_id != access.room.id {
-                return Ok(None);
+/// The room event a member sees for `resolved`, with the member's standing.
+fn room_event(live: &Live, viewer: &RoomViewer, tz: Tz, resolved: &Resolved) -> Option<RoomEvent> {
+    let room_id = viewer.room.id;
+    match (&resolved.event, &resolved.content) {
+        (
+            event @ (LiveEvent::NotePosted { .. } | LiveEvent::NoteChanged { .. }),
+            Content::Note(model),
+        ) => {
+            if model.room_id != room_id {
+                return None;
             }
-            live.audit_read("notes.read", access.room.id).await;
+            live.audit_delivery("notes.read", room_id, model.id);
             let note = Note {
-                model,
+                model: model.clone(),
                 tz,
                 room: viewer.clone(),
             };
@@ -223,70 +220,77 @@ async fn room_event(
                 RoomEvent::NoteChanged(NoteChanged { note })
             })
         }
-        LiveEvent::VitalsRecorded { record_id, .. } => {
-            let model = vitals::in_room(db, &access, record_id).await?;
-            live.audit_read("vitals.read", access.room.id).await;
+        (LiveEvent::VitalsRecorded { .. }, Content::Vital(model)) => {
+            if model.room_id != room_id {
+                return None;
+            }
+            live.audit_delivery("vitals.read", room_id, model.id);
             Some(RoomEvent::VitalsRecorded(VitalsRecorded {
-                record: VitalRecord { model, tz },
+                record: VitalRecord {
+                    model: model.clone(),
+                    tz,
+                },
             }))
         }
-        LiveEvent::MembershipChanged {
-            room_id,
-            user_id,
-            joined,
-        } => Some(RoomEvent::MembershipChanged(MembershipChanged {
-            room_id,
-            user_id,
-            joined,
+        (
+            LiveEvent::MembershipChanged {
+                room_id,
+                user_id,
+                joined,
+            },
+            _,
+        ) => Some(RoomEvent::MembershipChanged(MembershipChanged {
+            room_id: *room_id,
+            user_id: *user_id,
+            joined: *joined,
             tz,
         })),
-        LiveEvent::RoomStatusChanged { room_id } => {
-            let room = crate::service::rooms::reload(db, room_id).await?;
+        (LiveEvent::RoomStatusChanged { .. }, Content::Room(room)) => {
             Some(RoomEvent::RoomStatusChanged(RoomStatusChanged {
                 room: Room {
                     viewer: RoomViewer {
-                        room,
+                        room: room.clone(),
                         ..viewer.clone()
                     },
                     tz,
                 },
             }))
         }
-        LiveEvent::Mention { .. } | LiveEvent::Invitation { .. } => None,
-    })
+        _ => None,
+    }
 }
 
-/// The `myEvents` payload for `event`, if it is the caller's.
-async fn my_event(
-    live: &Live,
-    event: LiveEvent,
-) -> crate::error::AppResult<Option<serde_json::Value>> {
-    if event.for_user() != Some(live.caller.user.id) {
-        return Ok(None);
+/// The `myEvents` payload for `resolved`, if it is the caller's.
+fn my_event(live: &Live, resolved: &Resolved) -> Option<serde_json::Value> {
+    if resolved.event.for_user() != Some(live.caller.user.id) {
+        return None;
     }
-    Ok(match event {
-        LiveEvent::Mention {
-            room_id, note_id, ..
-        } => Some(serde_json::json!({
+    match (&resolved.event, &resolved.content) {
+        (
+            LiveEvent::Mention {
+                room_id, note_id, ..
+            },
+            _,
+        ) => Some(serde_json::json!({
             "type": "MENTION",
             "roomId": room_id,
             "noteId": note_id,
         })),
-        LiveEvent::Invitation {
-            room_id,
-            invitation_id,
-            ..
-        } => {
-            let room = crate::service::rooms::reload(&live.state.db, room_id).await?;
-            Some(serde_json::json!({
-                "type": "INVITATION",
-                "roomId": room_id,
-                "invitationId": invitation_id,
-                "patientLabel": room.patient_label,
-            }))
-        }
+        (
+            LiveEvent::Invitation {
+                room_id,
+                invitation_id,
+                ..
+            },
+            Content::Room(room),
+        ) => Some(serde_json::json!({
+            "type": "INVITATION",
+            "roomId": room_id,
+            "invitationId": invitation_id,
+            "patientLabel": room.patient_label,
+        })),
         _ => None,
-    })
+    }
 }
 
 #[derive(Default)]
@@ -321,18 +325,14 @@ impl Subscription {
             |(mut live, viewer, tz, domain)| async move {
                 let user_id = live.caller.user.id;
                 loop {
-                    let event = live
+                    let resolved = live
                         .next_event(|l| l.state.authz.allowed(user_id, &domain, "content", "read"))
                         .await?;
-                    if event.room_id() != Some(viewer.room.id) {
+                    if resolved.event.room_id() != Some(viewer.room.id) {
                         continue;
                     }
-                    match room_event(&live, &viewer, tz, event).await {
-                        Ok(Some(item)) => return Some((item, (live, viewer, tz, domain))),
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::debug!(error = ?e, "a live room event was not delivered")
-                        }
+                    if let Some(item) = room_event(&live, &viewer, tz, &resolved) {
+                        return Some((item, (live, viewer, tz, domain)));
                     }
                 }
             },
@@ -351,13 +351,9 @@ impl Subscription {
         let live = Live::new(state, caller, caller.origin(ctx.request()?));
         Ok(futures_util::stream::unfold(live, |mut live| async move {
             loop {
-                let event = live.next_event(|_| true).await?;
-                match my_event(&live, event).await {
-                    Ok(Some(item)) => return Some((Json(item), live)),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::debug!(error = ?e, "a personal live event was not delivered")
-                    }
+                let resolved = live.next_event(|_| true).await?;
+                if let Some(item) = my_event(&live, &resolved) {
+                    return Some((Json(item), live));
                 }
             }
         }))

@@ -297,17 +297,9 @@ pub async fn all(
         .await?)
 }
 
-/// One record by id, in the room (for live events).
-pub async fn in_room(
-    db: &impl ConnectionTrait,
-    access: &RoomAccess,
-    id: Uuid,
-) -> AppResult<vital_record::Model> {
-    vital_record::Entity::find_by_id(id)
-        .filter(vital_record::Column::RoomId.eq(access.room.id))
-        .one(db)
-        .await?
-        .ok_or(AppError::NotFound)
+/// One record by id, whatever its room (live events: each stream checks the room itself).
+pub async fn by_id(db: &impl ConnectionTrait, id: Uuid) -> AppResult<Option<vital_record::Model>> {
+    Ok(vital_record::Entity::find_by_id(id).one(db).await?)
 }
 
 #[cfg(test)]
