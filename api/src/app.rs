@@ -116,6 +116,8 @@ impl App {
             live_feed: crate::graphql::live::LiveFeed::default(),
             live_audit: crate::graphql::live::LiveAudit::default(),
             live_loaders: crate::graphql::loaders::Loaders::new(&db),
+            oidc: crate::service::oidc::Providers::new(&config)
+                .context("setting up the identity provider client")?,
             statements,
             authz: Arc::new(authz),
             audit,

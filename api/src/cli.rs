@@ -103,6 +103,48 @@ pub enum TenantAction {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The tenant's identity provider for federated login of its staff (OpenID Connect).
+    Oidc {
+        #[command(subcommand)]
+        action: OidcAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OidcAction {
+    /// Set (or replace) the provider. Checks the issuer's discovery document first. The client
+    /// secret is read from the environment variable named by `--client-secret-env`, never from
+    /// the command line, and stored sealed with the master key.
+    Set {
+        #[arg(long)]
+        tenant: String,
+        /// Issuer URL exactly as the provider's discovery document states it, e.g.
+        /// https://sso.example.jp/realms/kita or https://login.microsoftonline.com/<tenant-id>/v2.0
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        client_id: String,
+        /// Name of the environment variable holding the client secret.
+        #[arg(long)]
+        client_secret_env: String,
+        /// Roles that may log in this way, e.g. CITY_ADMIN or CITY_ADMIN,FACILITY_ADMIN.
+        #[arg(long)]
+        allowed_roles: String,
+        /// Link an unlinked subject at its first login when the ID token carries a verified
+        /// e-mail address equal to exactly one user's.
+        #[arg(long)]
+        link_by_email: bool,
+    },
+    /// Show the provider (never the secret).
+    Show {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Remove the provider and every account link to it.
+    Remove {
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

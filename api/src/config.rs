@@ -224,6 +224,26 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Comma-separated browser origins (`https://renkei.example.jp`) allowed to open `/graphql/ws` besides the server's own. Requests without an `Origin` header (native apps) are not affected.",
     },
     Setting {
+        key: "public_url",
+        default: "(unset)",
+        doc: "The server's external base URL (`https://renkei.example.jp`). Federated login sends `<public_url>/auth/oidc/<tenant>/callback` as its redirect URI; unset, it is built from the request's `Host`.",
+    },
+    Setting {
+        key: "oidc_after_login_url",
+        default: "/",
+        doc: "Where a federated login sends the browser when it is done: the front-end. A failure appends `?oidc_error=<reason>`; no secret is ever put in it.",
+    },
+    Setting {
+        key: "oidc_ca_file",
+        default: "(unset)",
+        doc: "PEM file of extra root certificates trusted for identity providers' HTTPS (a city's Keycloak behind an internal CA). The public web roots are always trusted.",
+    },
+    Setting {
+        key: "oidc_timeout_seconds",
+        default: "10",
+        doc: "Timeout of each request to an identity provider (discovery, keys, token). Redirects are never followed.",
+    },
+    Setting {
         key: "bootstrap",
         default: "true",
         doc: "On an empty database, create tenant `demo` (デモ市) with CITY_ADMIN `admin` and write its credentials to `<data_dir>/bootstrap/credentials.json` (0600).",
@@ -348,6 +368,11 @@ pub struct Config {
     pub attachment_video_max_bytes: u64,
     /// Lowercase, without a trailing slash.
     pub allowed_origins: Vec<String>,
+    /// Without a trailing slash.
+    pub public_url: Option<String>,
+    pub oidc_after_login_url: String,
+    pub oidc_ca_file: Option<PathBuf>,
+    pub oidc_timeout: Duration,
     pub bootstrap: bool,
 }
 
@@ -701,6 +726,40 @@ impl Config {
                 format!("'{bad}' is not an origin like https://renkei.example.jp"),
             ));
         }
+        let public_url = match raw
+            .get("public_url")
+            .map(|u| u.trim().trim_end_matches('/'))
+        {
+            None | Some("") => None,
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                Some(url.to_owned())
+            }
+            Some(url) => {
+                return Err(raw.err(
+                    "public_url",
+                    format!("'{url}' is not a base URL like https://renkei.example.jp"),
+                ));
+            }
+        };
+        let oidc_after_login_url = raw
+            .get("oidc_after_login_url")
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "/".to_owned());
+        if !(oidc_after_login_url.starts_with('/')
+            || oidc_after_login_url.starts_with("https://")
+            || oidc_after_login_url.starts_with("http://"))
+        {
+            return Err(raw.err(
+                "oidc_after_login_url",
+                format!("'{oidc_after_login_url}' is neither a path (/app) nor a URL"),
+            ));
+        }
+        let oidc_ca_file = raw
+            .get("oidc_ca_file")
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
         let secs = |key: &'static str| -> Result<Duration, ConfigError> {
             Ok(Duration::from_secs(
                 raw.positive(key, "a positive whole number of seconds")?,
@@ -766,6 +825,10 @@ impl Config {
                 "a positive whole number of bytes",
             )?,
             allowed_origins,
+            public_url,
+            oidc_after_login_url,
+            oidc_ca_file,
+            oidc_timeout: secs("oidc_timeout_seconds")?,
             bootstrap,
             env,
             data_dir,

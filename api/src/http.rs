@@ -38,6 +38,11 @@ pub fn router(state: HttpState) -> Router {
         .route("/pki/{tenant}/ca.pem", get(pki_ca))
         .route("/pki/{tenant}/crl", get(pki_crl))
         .route("/attachments/{id}", get(crate::http_content::attachment))
+        .route("/auth/oidc/{tenant}/start", get(crate::http_oidc::start))
+        .route(
+            "/auth/oidc/{tenant}/callback",
+            get(crate::http_oidc::callback),
+        )
         .route(
             "/fhir/rooms/{id}/Observation",
             get(crate::http_content::fhir_observations),

@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod graphql;
 pub mod http;
 pub mod http_content;
+pub mod http_oidc;
 pub mod ops;
 pub mod ops_audit;
 pub mod redis_store;

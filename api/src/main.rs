@@ -96,6 +96,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("credentials (shown nowhere else): {}", path.display());
             Ok(())
         }
+        Command::Tenant {
+            action: TenantAction::Oidc { action },
+        } => {
+            let ops = renkei::ops::Ops::open(config).await?;
+            ops.oidc(action).await
+        }
         Command::Certificates {
             action: CertificatesAction::Expiring { tenant, within },
         } => {

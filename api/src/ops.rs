@@ -101,6 +101,93 @@ impl Ops {
             .ok_or_else(|| crate::ops_audit::UsageError(format!("no tenant '{slug}'")).into())
     }
 
+    /// `renkei tenant oidc set|show|remove`.
+    pub async fn oidc(&self, action: crate::cli::OidcAction) -> anyhow::Result<()> {
+        use crate::cli::OidcAction;
+        use crate::service::oidc;
+        match action {
+            OidcAction::Set {
+                tenant,
+                issuer,
+                client_id,
+                client_secret_env,
+                allowed_roles,
+                link_by_email,
+            } => {
+                let secret = std::env::var(&client_secret_env).map_err(|_| {
+                    crate::ops_audit::UsageError(format!(
+                        "environment variable {client_secret_env} (the client secret) is not set"
+                    ))
+                })?;
+                let allowed_roles = oidc::parse_roles(&allowed_roles)
+                    .map_err(|e| crate::ops_audit::UsageError(describe(&e)))?;
+                self.tenant(&tenant).await?;
+                // A typo in the issuer is found now, not at the first login.
+                let providers = oidc::Providers::new(&self.config)?;
+                providers
+                    .discover(issuer.trim(), true)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+                let saved = oidc::configure(
+                    &self.db,
+                    &self.master_key,
+                    &tenant,
+                    oidc::IdpConfig {
+                        issuer: issuer.trim().to_owned(),
+                        client_id,
+                        client_secret: secrecy::SecretString::from(secret),
+                        allowed_roles,
+                        link_by_email,
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+                println!(
+                    "tenant {tenant}: federated login through {} for {}",
+                    saved.issuer, saved.allowed_roles
+                );
+                match &self.config.public_url {
+                    Some(url) => println!(
+                        "register this redirect URI at the provider: {url}/auth/oidc/{tenant}/callback"
+                    ),
+                    None => println!(
+                        "register this redirect URI at the provider: https://<this server>/auth/oidc/{tenant}/callback (set public_url to print it exactly)"
+                    ),
+                }
+                Ok(())
+            }
+            OidcAction::Show { tenant } => {
+                let t = self.tenant(&tenant).await?;
+                match oidc::idp_of(&self.db, t.id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?
+                {
+                    Some(idp) => {
+                        println!("issuer         {}", idp.issuer);
+                        println!("client id      {}", idp.client_id);
+                        println!("client secret  (sealed)");
+                        println!("allowed roles  {}", idp.allowed_roles);
+                        println!("link by e-mail {}", idp.link_by_email);
+                        println!("updated        {}", idp.updated_at.to_rfc3339());
+                    }
+                    None => println!("tenant {tenant} has no identity provider"),
+                }
+                Ok(())
+            }
+            OidcAction::Remove { tenant } => {
+                let removed = oidc::remove(&self.db, &tenant)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+                if removed {
+                    println!("tenant {tenant}: identity provider and its account links removed");
+                } else {
+                    println!("tenant {tenant} had no identity provider");
+                }
+                Ok(())
+            }
+        }
+    }
+
     pub(crate) fn master_key(&self) -> &MasterKey {
         &self.master_key
     }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub live_feed: crate::graphql::live::LiveFeed,
     /// Live deliveries, gathered per stream and room for the audit.
     pub live_audit: crate::graphql::live::LiveAudit,
+    /// Identity providers of federated login (discovery cache, HTTP client).
+    pub oidc: crate::service::oidc::Providers,
     /// DataLoaders shared by the instance's WebSocket connections.
     pub live_loaders: crate::graphql::loaders::Loaders,
     /// SQL statements run through `db` (not the audit writer's), for tests and benchmarks.

@@ -9,6 +9,7 @@ mod m20261124_000003_audit;
 mod m20261124_000004_applications;
 mod m20261124_000005_rooms;
 mod m20261124_000006_room_content;
+mod m20261124_000007_federated_login;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000004_applications::Migration),
             Box::new(m20261124_000005_rooms::Migration),
             Box::new(m20261124_000006_room_content::Migration),
+            Box::new(m20261124_000007_federated_login::Migration),
         ]
     }
 }

@@ -118,6 +118,55 @@ impl SessionStore {
         self.limits
     }
 
+    /// Keeps `value` under `key` for `ttl`, to be taken once with [`SessionStore::take_once`]
+    /// (a pending federated login: started on one instance, finished on any).
+    pub async fn put_once(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Memory(state) => {
+                let now = now();
+                let mut state = lock(state);
+                state.once.retain(|_, (_, expires)| *expires > now);
+                state
+                    .once
+                    .insert(key.to_owned(), (value.to_owned(), add(now, ttl)));
+                Ok(())
+            }
+            Backend::Redis(handle) => {
+                let mut conn = handle.connection();
+                redis::cmd("SET")
+                    .arg(handle.key(&format!("once:{key}")))
+                    .arg(value)
+                    .arg("PX")
+                    .arg(millis(ttl))
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(unavailable("redis: put once"))
+            }
+        }
+    }
+
+    /// The value under `key`, removed: a second take of the same key finds nothing.
+    pub async fn take_once(&self, key: &str) -> Result<Option<String>, StoreError> {
+        match &self.backend {
+            Backend::Memory(state) => {
+                let now = now();
+                Ok(lock(state)
+                    .once
+                    .remove(key)
+                    .filter(|(_, expires)| *expires > now)
+                    .map(|(value, _)| value))
+            }
+            Backend::Redis(handle) => {
+                let mut conn = handle.connection();
+                redis::cmd("GETDEL")
+                    .arg(handle.key(&format!("once:{key}")))
+                    .query_async::<Option<String>>(&mut conn)
+                    .await
+                    .map_err(unavailable("redis: take once"))
+            }
+        }
+    }
+
     /// Opens a session with a fresh random token.
     pub async fn create(
         &self,
@@ -358,6 +407,8 @@ struct MemoryState {
     sessions: HashMap<String, SessionRecord>,
     by_user: HashMap<Uuid, HashSet<String>>,
     creates_since_sweep: u32,
+    /// One-time values (pending federated logins) with their expiry.
+    once: HashMap<String, (String, DateTime<Utc>)>,
 }
 
 /// The lock is never held across an await and no code under it panics halfway through an
@@ -980,7 +1031,26 @@ mod tests {
         token_is_256_bits_base64url_and_hash_is_its_sha256,
         list_user_leaves_out_ended_sessions,
         sweep_forgets_expired_sessions,
+        a_value_put_once_is_taken_once_and_expires,
     );
+
+    async fn a_value_put_once_is_taken_once_and_expires(fx: &Fixture) {
+        let store = fx.default_store();
+        let key = format!("flow-{}", Uuid::new_v4());
+        store
+            .put_once(&key, "pending", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(store.take_once(&key).await.unwrap().as_deref(), Some("pending"));
+        assert_eq!(store.take_once(&key).await.unwrap(), None, "taken twice");
+        let short = format!("flow-{}", Uuid::new_v4());
+        store
+            .put_once(&short, "pending", Duration::from_millis(50))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(store.take_once(&short).await.unwrap(), None, "expired");
+    }
 
     const CERT_A: &str = "aa11";
     const CERT_B: &str = "bb22";

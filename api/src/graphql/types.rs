@@ -355,11 +355,58 @@ impl User {
                 .collect(),
         )
     }
+    /// Links to the tenant's identity provider (federated login): self or CITY_ADMIN.
+    async fn external_identities(&self, ctx: &Context<'_>) -> Result<Vec<ExternalIdentity>> {
+        let caller = ctx.caller_before_password_change().await?;
+        let city = caller.user.role == entity::kinds::Role::CityAdmin
+            && caller.user.tenant_id == self.model.tenant_id;
+        if caller.user.id != self.model.id && !city {
+            return Err(crate::error::AppError::Forbidden.into());
+        }
+        let state = ctx.state()?;
+        Ok(crate::service::oidc::links_of(&state.db, self.model.id)
+            .await?
+            .into_iter()
+            .map(|model| ExternalIdentity { model, tz: self.tz })
+            .collect())
+    }
 }
 
 pub struct Certificate {
     pub model: certificate::Model,
     pub tz: Tz,
+}
+
+/// The user's account at the tenant's identity provider, for federated login.
+pub struct ExternalIdentity {
+    pub model: entity::external_identity::Model,
+    pub tz: Tz,
+}
+
+#[Object]
+impl ExternalIdentity {
+    async fn id(&self) -> ID {
+        ID(self.model.id.to_string())
+    }
+    /// The provider's issuer URL.
+    async fn issuer(&self) -> &str {
+        &self.model.issuer
+    }
+    /// The user's `sub` at the provider.
+    async fn subject(&self) -> &str {
+        &self.model.subject
+    }
+    /// `ADMIN` (linked by a CITY_ADMIN) or `EMAIL` (at a first login by verified e-mail).
+    async fn method(&self) -> &str {
+        &self.model.method
+    }
+    async fn linked_at(&self) -> DateTime<FixedOffset> {
+        local(self.model.linked_at, self.tz)
+    }
+    /// The CITY_ADMIN who linked it; null when linked by e-mail.
+    async fn linked_by(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        User::by_id(ctx, self.model.linked_by, self.tz).await
+    }
 }
 
 #[Object]

@@ -372,7 +372,7 @@ async fn attempt(state: &AppState, req: &LoginRequest<'_>) -> Result<LoginSucces
 }
 
 /// Clears the failure count and the lockout, and records the login, in one transaction.
-async fn finish_login(
+pub(crate) async fn finish_login(
     db: &sea_orm::DatabaseConnection,
     user: user::Model,
     at: chrono::DateTime<chrono::Utc>,

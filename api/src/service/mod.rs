@@ -15,6 +15,7 @@ pub mod invitations;
 pub mod login;
 pub mod memberships;
 pub mod notes;
+pub mod oidc;
 pub mod page;
 pub mod register;
 pub mod rooms;

@@ -10,7 +10,7 @@ use crate::authz::{self, AdminScope};
 use crate::error::AppError;
 use crate::graphql::context::{Caller, ContextExt as _};
 use crate::graphql::types::{
-    Certificate, CertificateIssuance, Facility, Pkcs12Encoding, Tenant, User,
+    Certificate, CertificateIssuance, ExternalIdentity, Facility, Pkcs12Encoding, Tenant, User,
 };
 use crate::service::{accounts, certificates, facilities, forms, tenants, users};
 use crate::state::AppState;
@@ -131,6 +131,50 @@ pub struct CityAccountMutation;
 
 #[Object]
 impl CityAccountMutation {
+    /// Links a user of the caller's tenant to a subject at the tenant's identity provider, so
+    /// the user can log in through it (certificate still required). CITY_ADMIN.
+    async fn link_external_identity(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        issuer: String,
+        subject: String,
+    ) -> Result<ExternalIdentity> {
+        let caller = ctx.caller().await?;
+        let state = ctx.state()?;
+        let cap = admin_of(state, caller, &user_id, AdminScope::CityOnly).await?;
+        let origin = caller.origin(ctx.request()?);
+        let model = crate::service::oidc::link(
+            &state.db,
+            &origin,
+            caller.tenant.id,
+            cap.target.id,
+            &issuer,
+            &subject,
+        )
+        .await?;
+        Ok(ExternalIdentity {
+            model,
+            tz: caller.tz(),
+        })
+    }
+
+    /// Removes the user's link to `issuer`; NOT_FOUND when there is none. CITY_ADMIN.
+    async fn unlink_external_identity(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        issuer: String,
+    ) -> Result<bool> {
+        let caller = ctx.caller().await?;
+        let state = ctx.state()?;
+        let cap = admin_of(state, caller, &user_id, AdminScope::CityOnly).await?;
+        let origin = caller.origin(ctx.request()?);
+        crate::service::oidc::unlink(&state.db, &origin, caller.tenant.id, cap.target.id, &issuer)
+            .await?;
+        Ok(true)
+    }
+
     /// Stops one ID at once (CITY_ADMIN): sessions end, certificates are revoked, room
     /// memberships end.
     async fn suspend_user(&self, ctx: &Context<'_>, id: ID, reason: String) -> Result<User> {
