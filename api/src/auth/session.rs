@@ -1041,7 +1041,10 @@ mod tests {
             .put_once(&key, "pending", Duration::from_secs(60))
             .await
             .unwrap();
-        assert_eq!(store.take_once(&key).await.unwrap().as_deref(), Some("pending"));
+        assert_eq!(
+            store.take_once(&key).await.unwrap().as_deref(),
+            Some("pending")
+        );
         assert_eq!(store.take_once(&key).await.unwrap(), None, "taken twice");
         let short = format!("flow-{}", Uuid::new_v4());
         store

@@ -645,6 +645,9 @@ pub struct Refused {
     pub user: Option<user::Model>,
     /// The cause behind a service error or a token check, for the server log only.
     pub detail: Option<String>,
+    /// The provider's subject, when the token was good but names nobody here: the audit event
+    /// carries it (with the certificate serial) so a CITY_ADMIN can link the right user.
+    pub subject: Option<String>,
 }
 
 fn refuse(failure: Failure) -> Refused {
@@ -652,6 +655,7 @@ fn refuse(failure: Failure) -> Refused {
         failure,
         user: None,
         detail: None,
+        subject: None,
     }
 }
 
@@ -660,6 +664,7 @@ fn refuse_user(failure: Failure, user: &user::Model) -> Refused {
         failure,
         user: Some(user.clone()),
         detail: None,
+        subject: None,
     }
 }
 
@@ -668,6 +673,7 @@ fn service(e: impl std::fmt::Debug) -> Refused {
         failure: Failure::ServiceError,
         user: None,
         detail: Some(format!("{e:?}")),
+        subject: None,
     }
 }
 
@@ -720,6 +726,9 @@ pub async fn finish(
                 .detail("reason", refused.failure.as_str());
             if let Some(user) = &refused.user {
                 event = event.actor(Some(user.id)).target("user", user.id);
+            }
+            if let Some(subject) = refused.subject {
+                event = event.detail("subject", subject);
             }
             if let Err(e) = audit::record_now(&state.db, event).await {
                 tracing::error!(error = ?e, "audit: could not record a failed federated login");
@@ -775,6 +784,7 @@ async fn attempt(
             failure: Failure::IdpError,
             user: None,
             detail: callback.error.map(|e| e.chars().take(64).collect()),
+            subject: None,
         });
     }
     let Some(peer) = callback.peer else {
@@ -812,7 +822,12 @@ async fn attempt(
             .map_err(service)?
         {
             Some(user) => (user, true),
-            None => return Err(refuse(Failure::UnlinkedSubject)),
+            None => {
+                return Err(Refused {
+                    subject: Some(subject),
+                    ..refuse(Failure::UnlinkedSubject)
+                });
+            }
         },
     };
 
@@ -915,6 +930,7 @@ async fn exchange(
                 failure: Failure::CodeRejected,
                 user: None,
                 detail: Some(e.to_string()),
+                subject: None,
             });
         }
         Err(e) => return Err(service(error_chain(&e))),
@@ -924,6 +940,7 @@ async fn exchange(
             failure: Failure::BadToken,
             user: None,
             detail: Some("no ID token in the token response".into()),
+            subject: None,
         });
     };
     let nonce = Nonce::new(pending.nonce.clone());
@@ -962,6 +979,7 @@ async fn exchange(
             failure,
             user: None,
             detail: Some(e.to_string()),
+            subject: None,
         }
     })
 }
@@ -1033,6 +1051,9 @@ mod tests {
             link_by_email: false,
         };
         let shown = format!("{config:?}");
-        assert!(shown.contains("renkei") && !shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            shown.contains("renkei") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
     }
 }
