@@ -660,3 +660,110 @@ async fn a_subscriber_on_one_instance_receives_a_note_posted_on_the_other() {
     assert_eq!(event["note"]["id"], note["id"]);
     assert_eq!(str_of(&event["note"]["body"]), "Aから投稿");
 }
+
+// ---------------------------------------------------------------------------------------------
+// audit of live deliveries
+// ---------------------------------------------------------------------------------------------
+
+/// The live-delivery read events of `actor` with `action` (detail `live: true`), oldest first.
+async fn live_reads(app: &TestApp, actor: &Person, action: &str) -> Vec<Value> {
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _};
+    // What the live stream gathered, then the read events queued behind it.
+    app.state().live_audit.flush(&app.state().audit).await;
+    app.state().audit.flush().await;
+    entity::audit_event::Entity::find()
+        .filter(entity::audit_event::Column::ActorId.eq(actor.id))
+        .filter(entity::audit_event::Column::Action.eq(action))
+        .order_by_asc(entity::audit_event::Column::Seq)
+        .all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| {
+            let detail: Value = serde_json::from_str(&e.detail).unwrap();
+            (detail["live"] == true).then(|| {
+                json!({
+                    "room": e.room_id.map(|r| r.to_string()),
+                    "outcome": format!("{:?}", e.outcome),
+                    "session": e.session_hash.is_some(),
+                    "detail": detail,
+                })
+            })
+        })
+        .collect()
+}
+
+/// Every id the events list, with the `count` each event states checked against its list.
+fn ids_in(events: &[Value]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for event in events {
+        let listed: Vec<String> = event["detail"]["ids"]
+            .as_array()
+            .unwrap_or_else(|| panic!("ids listed: {event}"))
+            .iter()
+            .map(|v| str_of(v).to_string())
+            .collect();
+        assert_eq!(
+            event["detail"]["count"],
+            listed.len(),
+            "count matches the ids: {event}"
+        );
+        ids.extend(listed);
+    }
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn live_deliveries_are_audited_as_reads_of_the_subscriber_gathered_per_stream() {
+    let r = LiveRoom::new().await;
+    let room = r.room.as_str();
+    let mut ws = live(&r.k.app, &r.doc, &token_of(&r.doc_c)).await;
+    subscribe_settled(&mut ws, "1", ROOM_EVENTS, json!({ "r": room })).await;
+
+    let mut posted = Vec::new();
+    for i in 0..5 {
+        let note = post_note(&r.nurse_c, room, &format!("訪問記録 {i}")).await;
+        posted.push(str_of(&note["id"]).to_string());
+    }
+    let mut delivered = Vec::new();
+    for _ in 0..5 {
+        let event = next_event(&mut ws, "1", "roomEvents", "a note posted").await;
+        delivered.push(str_of(&event["note"]["id"]).to_string());
+    }
+    assert_eq!(delivered, posted, "every note delivered, in order");
+    let measured = chrono::Utc::now().to_rfc3339();
+    let record = r
+        .nurse_c
+        .graphql(
+            RECORD_VITALS,
+            json!({ "i": { "roomId": room, "measuredAt": measured, "pulsePerMin": 72 } }),
+        )
+        .await;
+    let record = str_of(&record.ok()["recordVitals"]["id"]).to_string();
+    let event = next_event(&mut ws, "1", "roomEvents", "vitals").await;
+    assert_eq!(str_of(&event["record"]["id"]), record);
+
+    let notes = live_reads(&r.k.app, &r.doc, "notes.read").await;
+    assert!(!notes.is_empty(), "live deliveries are audited");
+    for event in &notes {
+        assert_eq!(event["room"], room, "{event}");
+        assert_eq!(event["outcome"], "Allowed", "{event}");
+        assert_eq!(event["session"], true, "the subscriber's session: {event}");
+    }
+    posted.sort();
+    assert_eq!(
+        ids_in(&notes),
+        posted,
+        "each delivered note audited exactly once"
+    );
+    let vitals = live_reads(&r.k.app, &r.doc, "vitals.read").await;
+    assert_eq!(ids_in(&vitals), vec![record], "the vital record too");
+    // The poster saw nothing live, so nothing live is recorded for them.
+    assert!(
+        live_reads(&r.k.app, &r.nurse, "notes.read")
+            .await
+            .is_empty(),
+        "no live reads for someone not subscribed"
+    );
+}
