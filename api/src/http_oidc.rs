@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use axum::Extension;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret as _;
 
@@ -24,6 +24,7 @@ fn error_response(e: AppError) -> Response {
     let status = match &e {
         AppError::CertificateRequired | AppError::Unauthenticated => StatusCode::FORBIDDEN,
         AppError::NotFound => StatusCode::NOT_FOUND,
+        AppError::BadUserInput { .. } => StatusCode::BAD_REQUEST,
         AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -71,13 +72,17 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, value)| value)
 }
 
-/// `https://<public_url or Host>/auth/oidc/<tenant>/callback`. A forged `Host` only yields a
-/// redirect URI the provider has not registered, so the provider refuses it.
-fn redirect_uri(state: &HttpState, headers: &HeaderMap, slug: &str) -> Option<String> {
+/// `https://<public_url or host>/auth/oidc/<tenant>/callback`. The host is the `Host` header
+/// (HTTP/1.1) or the request's `:authority` (HTTP/2, which has no `Host` header). A forged host
+/// only yields a redirect URI the provider has not registered, so the provider refuses it.
+fn redirect_uri(state: &HttpState, headers: &HeaderMap, uri: &Uri, slug: &str) -> Option<String> {
     let base = match &state.app.config.public_url {
         Some(url) => url.clone(),
         None => {
-            let host = headers.get(header::HOST)?.to_str().ok()?;
+            let host = match headers.get(header::HOST) {
+                Some(value) => value.to_str().ok()?,
+                None => uri.authority()?.as_str(),
+            };
             if host.is_empty() || host.contains(['/', '\\', '@', ' ']) {
                 return None;
             }
@@ -91,6 +96,7 @@ pub async fn start(
     State(state): State<HttpState>,
     Extension(conn): Extension<ConnectionInfo>,
     headers: HeaderMap,
+    uri: Uri,
     Path(slug): Path<String>,
 ) -> Response {
     let app = &state.app;
@@ -104,9 +110,7 @@ pub async fn start(
         &app.config.trusted_proxies,
         &app.trust,
     );
-    let Some(redirect) = redirect_uri(&state, &headers, &tenant.slug) else {
-        return error_response(AppError::bad_input("host", "no usable Host header"));
-    };
+    let redirect = redirect_uri(&state, &headers, &uri, &tenant.slug);
     match oidc::start(app, &tenant, &idp, peer.as_ref(), redirect).await {
         Ok(started) => see_other(
             &started.authorize_url,

@@ -569,13 +569,14 @@ async fn tenant_certificate(
         }))
 }
 
-/// Starts a login at the tenant's provider for the certificate on this connection.
+/// Starts a login at the tenant's provider for the certificate on this connection; `redirect_uri`
+/// is None when the request named no usable host.
 pub async fn start(
     state: &AppState,
     tenant: &tenant::Model,
     idp: &tenant_idp::Model,
     peer: Option<&PeerCertificate>,
-    redirect_uri: String,
+    redirect_uri: Option<String>,
 ) -> AppResult<Started> {
     let peer = peer.ok_or(AppError::CertificateRequired)?;
     if tenant_certificate(&state.db, tenant.id, peer)
@@ -584,6 +585,9 @@ pub async fn start(
     {
         return Err(AppError::CertificateRequired);
     }
+    let redirect_uri = redirect_uri.ok_or_else(|| {
+        AppError::bad_input("host", "the request names no usable host; set public_url")
+    })?;
     let metadata = state.oidc.discover(&idp.issuer, false).await?;
     let redirect = RedirectUrl::new(redirect_uri.clone())
         .map_err(|e| AppError::internal(anyhow::anyhow!("redirect URI {redirect_uri}: {e}")))?;
