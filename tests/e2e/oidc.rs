@@ -224,6 +224,74 @@ async fn start_builds_the_redirect_uri_over_http2_and_http1() {
     }
 }
 
+/// Behind a load balancer: the redirect URI is `public_url`'s, whatever the `Host`, and the
+/// browser lands on `oidc_after_login_url`.
+#[tokio::test]
+async fn behind_a_public_url_the_redirect_uri_and_landing_page_are_the_configured_ones() {
+    const PUBLIC: &str = "https://renkei.kita.example";
+    const AFTER: &str = "https://app.kita.example/login?from=oidc";
+    let ca = IdpCa::new();
+    let mut env = ca.env();
+    env.push(("RENKEI_PUBLIC_URL".into(), PUBLIC.into()));
+    env.push(("RENKEI_OIDC_AFTER_LOGIN_URL".into(), AFTER.into()));
+    let app = spawn_app_with(TestOptions {
+        env,
+        ..Default::default()
+    })
+    .await;
+    let admin = app.create_tenant(SLUG).await;
+    let public_callback = format!("{PUBLIC}/auth/oidc/{SLUG}/callback");
+    let idp = TestIdp::start(
+        &ca,
+        vec![IdpClient {
+            client_id: "renkei".into(),
+            client_secret: "public-url-secret".into(),
+            redirect_uris: vec![public_callback.clone()],
+        }],
+    )
+    .await;
+    idp.configure(&app, SLUG, false).await;
+    renkei::service::oidc::link(
+        &app.db,
+        &renkei::service::audit::Origin::default(),
+        admin.tenant_id,
+        admin.id,
+        &idp.issuer,
+        "kc-admin",
+    )
+    .await
+    .unwrap();
+    idp.login_as("kc-admin", None, false).await;
+
+    let mut browser = Browser::new(&app, &ca, Some(&admin));
+    let flow = browser.begin(&app, SLUG).await;
+    assert!(
+        flow.callback_url
+            .starts_with(&format!("{public_callback}?")),
+        "{}",
+        flow.callback_url
+    );
+    // The load balancer forwards the callback to the server.
+    let landing = browser.callback(&flow.on(&app)).await;
+    assert_eq!(landing.status, StatusCode::SEE_OTHER);
+    assert_eq!(landing.location, AFTER);
+    let token = landing.session_token().expect("a session cookie");
+    let me = app
+        .client_for(&admin)
+        .with_token(&token)
+        .graphql("{ me { id } }", json!({}))
+        .await;
+    assert_eq!(me.ok()["me"]["id"], admin.id.to_string());
+
+    // A failure lands on the same page, with the reason added to its query.
+    let mut flow = browser.begin(&app, SLUG).await;
+    flow.cookie = None;
+    let landing = browser.callback(&flow.on(&app)).await;
+    assert_eq!(landing.status, StatusCode::SEE_OTHER);
+    assert_eq!(landing.location, format!("{AFTER}&oidc_error=bad_state"));
+    assert_eq!(landing.session_token(), None);
+}
+
 #[tokio::test]
 async fn start_needs_a_certificate_of_the_tenant_and_a_tenant_with_a_provider() {
     let s = setup().await;
@@ -530,7 +598,7 @@ async fn email_linking_links_a_verified_address_once_and_then_the_link_is_used()
 }
 
 #[tokio::test]
-async fn without_email_linking_or_a_verified_address_the_subject_stays_unlinked() {
+async fn email_linking_needs_the_option_a_verified_address_and_one_owner_of_it() {
     let s = setup().await;
     let chief = s.chief().await;
     set_email(&s.app, chief.id, "chief@kita.example").await;
@@ -548,12 +616,37 @@ async fn without_email_linking_or_a_verified_address_the_subject_stays_unlinked(
     let landing = s.browser(&chief).log_in(&s.app, SLUG).await;
     s.expect_refused(&landing, "unlinked_subject").await;
 
+    // A verified address that two users share picks neither.
+    let facility = s.app.create_facility(s.admin.tenant_id, "Clinic").await;
+    let twin = s
+        .app
+        .create_user(&s.admin, "twin", Role::Staff, Some(facility))
+        .await;
+    set_email(&s.app, twin.id, "CHIEF@kita.example").await;
+    s.idp
+        .login_as("kc-chief", Some("chief@kita.example"), true)
+        .await;
+    let landing = s.browser(&chief).log_in(&s.app, SLUG).await;
+    s.expect_refused(&landing, "unlinked_subject").await;
     let links = entity::external_identity::Entity::find()
         .filter(entity::external_identity::Column::UserId.eq(chief.id))
         .count(&s.app.db)
         .await
         .unwrap();
     assert_eq!(links, 0);
+
+    // Once the address is the chief's alone, the same login links: the refusals above were
+    // for what they test.
+    set_email(&s.app, twin.id, "twin@kita.example").await;
+    let token = s
+        .browser(&chief)
+        .log_in(&s.app, SLUG)
+        .await
+        .expect_success();
+    assert_eq!(
+        s.me(&chief, &token).await.ok()["me"]["id"],
+        chief.id.to_string()
+    );
 }
 
 const LINK: &str = "mutation($u:ID!,$i:String!,$s:String!){ linkExternalIdentity(userId:$u, issuer:$i, subject:$s){ id issuer subject method linkedAt } }";

@@ -327,10 +327,13 @@ impl Flow {
         }
     }
 
-    /// The same callback sent to another instance of the deployment.
+    /// The same callback sent to this app: another instance of the deployment, or the server
+    /// behind its public URL.
     pub fn on(&self, app: &TestApp) -> Flow {
         let mut url = Url::parse(&self.callback_url).unwrap();
-        url.set_port(Some(app.addr.port())).unwrap();
+        let base = Url::parse(&app.base_url).unwrap();
+        url.set_host(base.host_str()).unwrap();
+        url.set_port(base.port()).unwrap();
         Flow {
             callback_url: url.to_string(),
             cookie: self.cookie.clone(),
@@ -429,7 +432,7 @@ impl Browser {
     }
 
     /// Start, then the provider's pages (with the cookies it sets) up to its redirect to
-    /// `/auth/oidc/<slug>/callback`.
+    /// `/auth/oidc/<slug>/callback` (on the app, or on its public URL when it has one).
     pub async fn begin(&mut self, app: &TestApp, slug: &str) -> Flow {
         let resp = self.start(app, slug).await;
         if resp.status() != StatusCode::SEE_OTHER {
@@ -448,7 +451,7 @@ impl Browser {
         let callback_path = format!("/auth/oidc/{slug}/callback");
         for _ in 0..10 {
             let parsed = Url::parse(&url).unwrap();
-            if parsed.path() == callback_path && parsed.port() == Some(app.addr.port()) {
+            if parsed.path() == callback_path {
                 return Flow {
                     callback_url: url,
                     cookie,
