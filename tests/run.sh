@@ -333,6 +333,25 @@ fi
 openssl version
 python3 -c 'import cryptography; print("python cryptography", cryptography.__version__)'
 
+# The federated login tests run a real OpenID provider: npm's oidc-provider under Node.js
+# (tests/oidc, versions pinned by its package-lock.json).
+begin_phase "tools: node and oidc-provider"
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
+fi
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+[ "$node_major" -ge 20 ] ||
+    die "oidc-provider 9 needs Node.js 20 or later; $(command -v node) is $(node --version)."
+oidc_dir=tests/oidc
+if [ ! -d "$oidc_dir/node_modules" ] || [ "$oidc_dir/package-lock.json" -nt "$oidc_dir/node_modules" ]; then
+    info "installing $oidc_dir/node_modules from its package-lock.json"
+    npm ci --prefix "$oidc_dir" --no-audit --no-fund </dev/null
+    # npm ci may leave the directory's time alone: mark it as newer than the lock file.
+    touch "$oidc_dir/node_modules"
+fi
+echo "node $(node --version)"
+echo "oidc-provider $(node -p 'require("./tests/oidc/node_modules/oidc-provider/package.json").version')"
+
 # ---------------------------------------------------------------------------------------------
 # Step c: formatting and lints
 # ---------------------------------------------------------------------------------------------

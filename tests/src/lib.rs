@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod fixtures;
+pub mod oidc;
 pub mod proxy;
 
 use std::net::SocketAddr;
