@@ -848,3 +848,38 @@ async fn a_flow_started_on_one_instance_finishes_on_another() {
     let again = browser.callback(&flow).await;
     again.expect_error("bad_state");
 }
+
+/// A federated user never used the Renkei password, so its "change the initial password" rule
+/// does not hold a federated session up; the pledge still comes first. A password login of the
+/// same account is still held up until the password is changed.
+#[tokio::test]
+async fn a_federated_session_is_not_held_up_by_the_unused_initial_password() {
+    let s = setup().await;
+    s.link(&s.admin, "kc-fresh").await;
+    s.idp.login_as("kc-fresh", None, false).await;
+    let token = s
+        .browser(&s.admin)
+        .log_in(&s.app, SLUG)
+        .await
+        .expect_success();
+    let client = s.app.client_for(&s.admin).with_token(&token);
+
+    // Fresh from `create_tenant`: initial password not changed, pledge not accepted.
+    client
+        .graphql("{ myInvitations { id } }", json!({}))
+        .await
+        .expect_code("PLEDGE_REQUIRED");
+    let pledged = client
+        .graphql("mutation { acceptPledge { id } }", json!({}))
+        .await;
+    assert_eq!(pledged.ok()["acceptPledge"]["id"], s.admin.id.to_string());
+    let invitations = client.graphql("{ myInvitations { id } }", json!({})).await;
+    assert_eq!(invitations.ok()["myInvitations"], json!([]));
+
+    // The same account over a password login still has to change the initial password.
+    let password = s.app.login(&s.admin).await;
+    password
+        .graphql("{ myInvitations { id } }", json!({}))
+        .await
+        .expect_code("PASSWORD_CHANGE_REQUIRED");
+}

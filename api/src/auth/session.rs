@@ -30,6 +30,9 @@ pub struct SessionRecord {
     pub created_at: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
     pub absolute_expires_at: DateTime<Utc>,
+    /// Opened by federated login (the identity provider stood in for the password), so the
+    /// Renkei password's "change it first" rule does not hold this session up.
+    pub federated: bool,
 }
 
 /// A session just opened: the only moment the token exists on the server side.
@@ -174,6 +177,18 @@ impl SessionStore {
         tenant_id: Uuid,
         cert_fingerprint: &str,
     ) -> Result<NewSession, StoreError> {
+        self.create_with(user_id, tenant_id, cert_fingerprint, false)
+            .await
+    }
+
+    /// [`SessionStore::create`], saying whether a federated login opened it.
+    pub async fn create_with(
+        &self,
+        user_id: Uuid,
+        tenant_id: Uuid,
+        cert_fingerprint: &str,
+        federated: bool,
+    ) -> Result<NewSession, StoreError> {
         let token = new_token();
         let hash = token_hash(&token);
         let now = now();
@@ -184,6 +199,7 @@ impl SessionStore {
             created_at: now,
             last_seen: now,
             absolute_expires_at: add(now, self.limits.absolute),
+            federated,
         };
         match &self.backend {
             Backend::Memory(state) => {
@@ -461,20 +477,21 @@ impl MemoryState {
 
 /// The hash fields of `session:<hash>`, in the order scripts and HMGET return them. Times are
 /// milliseconds since the epoch so the touch script can compare them.
-const FIELDS: [&str; 6] = [
+const FIELDS: [&str; 7] = [
     "user_id",
     "tenant_id",
     "cert_fingerprint",
     "created_at",
     "last_seen",
     "absolute_expires_at",
+    "federated",
 ];
 
 /// Atomically: refuse a missing, idle-expired or absolutely-expired session (deleting it), else
 /// set last_seen and slide the TTL, capped by the absolute expiry. A check-then-write from Rust
 /// could race a concurrent revoke and resurrect the key's TTL on a half-deleted session.
 const TOUCH_LUA: &str = r"
-local f = redis.call('HMGET', KEYS[1], 'user_id', 'tenant_id', 'cert_fingerprint', 'created_at', 'last_seen', 'absolute_expires_at')
+local f = redis.call('HMGET', KEYS[1], 'user_id', 'tenant_id', 'cert_fingerprint', 'created_at', 'last_seen', 'absolute_expires_at', 'federated')
 if not f[1] then return false end
 local now = tonumber(ARGV[1])
 local idle = tonumber(ARGV[2])
@@ -532,6 +549,8 @@ fn parse_record(values: Vec<Option<String>>) -> Result<Option<SessionRecord>, St
         created_at: time("created_at", next("created_at")?)?,
         last_seen: time("last_seen", next("last_seen")?)?,
         absolute_expires_at: time("absolute_expires_at", next("absolute_expires_at")?)?,
+        // Absent in records written before the field existed: those were password logins.
+        federated: values.next().flatten().as_deref() == Some("1"),
     }))
 }
 
@@ -551,6 +570,7 @@ async fn redis_create(
         record.created_at.timestamp_millis().to_string(),
         record.last_seen.timestamp_millis().to_string(),
         record.absolute_expires_at.timestamp_millis().to_string(),
+        if record.federated { "1" } else { "0" }.to_owned(),
     ];
     let mut hset = redis::cmd("HSET");
     hset.arg(&key);
@@ -1032,7 +1052,23 @@ mod tests {
         list_user_leaves_out_ended_sessions,
         sweep_forgets_expired_sessions,
         a_value_put_once_is_taken_once_and_expires,
+        a_federated_session_is_remembered_as_such,
     );
+
+    async fn a_federated_session_is_remembered_as_such(fx: &Fixture) {
+        let store = fx.default_store();
+        let user = Uuid::new_v4();
+        let federated = store.create_with(user, user, CERT_A, true).await.unwrap();
+        let password = store.create(user, user, CERT_A).await.unwrap();
+        let touched = store.touch(&federated.token_hash).await.unwrap().unwrap();
+        assert!(touched.federated, "federated after a round trip");
+        let touched = store.touch(&password.token_hash).await.unwrap().unwrap();
+        assert!(!touched.federated, "a password login is not federated");
+        let listed = store.list_user(user).await.unwrap();
+        assert_eq!(listed.iter().filter(|(_, r)| r.federated).count(), 1);
+        let ended = store.revoke(&federated.token_hash).await.unwrap().unwrap();
+        assert!(ended.federated);
+    }
 
     async fn a_value_put_once_is_taken_once_and_expires(fx: &Fixture) {
         let store = fx.default_store();
@@ -1532,6 +1568,7 @@ mod tests {
                 created_at: now(),
                 last_seen: now(),
                 absolute_expires_at: now(),
+                federated: false,
             },
         };
         let debug = format!("{new:?}");

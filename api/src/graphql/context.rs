@@ -77,6 +77,8 @@ pub struct Caller {
     /// SHA-256 of the session token: what the audit log and session store know it by.
     pub session_hash: String,
     pub peer: PeerCertificate,
+    /// The session was opened by federated login: the provider stands in for the password.
+    pub federated: bool,
 }
 
 impl Caller {
@@ -134,7 +136,8 @@ impl ContextExt for Context<'_> {
 
     async fn caller_before_pledge(&self) -> AppResult<&Caller> {
         let caller = self.caller_before_password_change().await?;
-        if caller.user.must_change_password {
+        // A federated session never used the Renkei password, so it is not held up by it.
+        if caller.user.must_change_password && !caller.federated {
             return Err(AppError::PasswordChangeRequired);
         }
         Ok(caller)
@@ -203,5 +206,6 @@ pub async fn authenticate(state: &AppState, request: &RequestContext) -> AppResu
         tenant,
         session_hash,
         peer,
+        federated: record.federated,
     })
 }

@@ -880,7 +880,7 @@ async fn attempt(
 
     let session = state
         .sessions
-        .create(user.id, tenant.id, &peer.fingerprint_sha256)
+        .create_with(user.id, tenant.id, &peer.fingerprint_sha256, true)
         .await
         .map_err(service)?;
     let event = Event::new(tenant.id, "login.success", AuditOutcome::Allowed)
