@@ -6,6 +6,7 @@
 pub mod client;
 pub mod fixtures;
 pub mod proxy;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
