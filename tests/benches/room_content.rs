@@ -202,37 +202,40 @@ fn load_average() -> String {
 // CPU use from /proc
 // ---------------------------------------------------------------------------------------------
 
-/// CPU time so far: the machine's (from `/proc/stat`), this process's threads grouped by name,
-/// and the PostgreSQL and Redis server processes.
+/// CPU time so far: the machine's (from `/proc/stat`), this process's threads grouped by name
+/// and in all (exited threads included), and every other process by pid.
 struct Cpu {
     at: Instant,
     busy: u64,
     idle: u64,
     steal: u64,
-    groups: HashMap<&'static str, u64>,
+    /// Interrupt and softirq time (loopback TCP is processed there), part of `busy`.
+    interrupts: u64,
+    /// Per thread id: its group and CPU time so far.
+    threads: HashMap<u32, (&'static str, u64)>,
+    own: u64,
+    others: HashMap<u32, (String, u64)>,
 }
 
-const GROUPS: [&str; 7] = [
-    "instance 1 (runtime threads)",
-    "instance 2 (runtime threads)",
-    "bench clients (runtime threads)",
-    "SQLite worker threads",
+const THREAD_GROUPS: [&str; 5] = [
+    "instance 1 (its runtime's threads)",
+    "instance 2 (its runtime's threads)",
+    "bench clients (their runtime's threads)",
+    "SQLite worker threads (both pools)",
     "other threads of the bench process",
-    "PostgreSQL processes",
-    "Redis server",
 ];
 
 fn group_of_thread(comm: &str) -> &'static str {
     if comm.starts_with("renkei-srv1") {
-        GROUPS[0]
+        THREAD_GROUPS[0]
     } else if comm.starts_with("renkei-srv2") {
-        GROUPS[1]
+        THREAD_GROUPS[1]
     } else if comm.starts_with("bench-client") {
-        GROUPS[2]
+        THREAD_GROUPS[2]
     } else if comm.starts_with("sqlx-sqlite") {
-        GROUPS[3]
+        THREAD_GROUPS[3]
     } else {
-        GROUPS[4]
+        THREAD_GROUPS[4]
     }
 }
 
@@ -241,11 +244,17 @@ fn parse_stat(text: &str) -> Option<(String, u64)> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     let comm = text[open + 1..close].to_string();
-    let fields: Vec<&str> = text[close + 2..].split_whitespace().collect();
+    let fields: Vec<&str> = text.get(close + 2..)?.split_whitespace().collect();
     // After the comm: state is field 3 of the line, utime 14 and stime 15.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some((comm, utime + stime))
+}
+
+fn read_stat(path: std::path::PathBuf) -> Option<(String, u64)> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| parse_stat(&s))
 }
 
 fn cpu_now() -> Cpu {
@@ -261,50 +270,62 @@ fn cpu_now() -> Cpu {
         .collect();
     let n = |i: usize| numbers.get(i).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal
-    let busy = n(0) + n(1) + n(2) + n(5) + n(6);
-    let idle = n(3) + n(4);
-    let steal = n(7);
-    let mut groups: HashMap<&'static str, u64> = HashMap::new();
+    let mut threads = HashMap::new();
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for task in tasks.flatten() {
-            if let Some((comm, ticks)) = std::fs::read_to_string(task.path().join("stat"))
-                .ok()
-                .and_then(|s| parse_stat(&s))
-            {
-                *groups.entry(group_of_thread(&comm)).or_default() += ticks;
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some((comm, ticks)) = read_stat(task.path().join("stat")) {
+                threads.insert(tid, (group_of_thread(&comm), ticks));
             }
         }
     }
+    let own = read_stat("/proc/self/stat".into()).map_or(0, |(_, t)| t);
+    let me = std::process::id();
+    let mut others = HashMap::new();
     if let Ok(procs) = std::fs::read_dir("/proc") {
         for entry in procs.flatten() {
-            let name = entry.file_name();
-            if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == me {
                 continue;
             }
-            if let Some((comm, ticks)) = std::fs::read_to_string(entry.path().join("stat"))
-                .ok()
-                .and_then(|s| parse_stat(&s))
-            {
-                let group = match comm.as_str() {
-                    "postgres" => GROUPS[5],
-                    "redis-server" => GROUPS[6],
-                    _ => continue,
-                };
-                *groups.entry(group).or_default() += ticks;
+            if let Some(stat) = read_stat(entry.path().join("stat")) {
+                others.insert(pid, stat);
             }
         }
     }
     Cpu {
         at,
-        busy,
-        idle,
-        steal,
-        groups,
+        busy: n(0) + n(1) + n(2) + n(5) + n(6),
+        idle: n(3) + n(4),
+        steal: n(7),
+        interrupts: n(5) + n(6),
+        threads,
+        own,
+        others,
     }
 }
 
+/// CPU seconds of a measured phase.
+struct CpuUse {
+    machine: f64,
+    instances: f64,
+    clients: f64,
+}
+
 /// Prints where the CPU went between `before` and `after`, in cores (1.00 = one core busy).
-fn print_cpu(before: &Cpu, after: &Cpu) {
+fn print_cpu(before: &Cpu, after: &Cpu) -> CpuUse {
     let wall = (after.at - before.at).as_secs_f64().max(1e-6);
     let cores = |ticks: u64| ticks as f64 / TICKS_PER_SECOND / wall;
     let busy = after.busy.saturating_sub(before.busy);
@@ -324,23 +345,56 @@ fn print_cpu(before: &Cpu, after: &Cpu) {
     println!();
     println!("| where | cores |");
     println!("|---|---:|");
-    let mut accounted = 0;
-    for group in GROUPS {
-        let used = after
-            .groups
-            .get(group)
-            .copied()
-            .unwrap_or(0)
-            .saturating_sub(before.groups.get(group).copied().unwrap_or(0));
-        accounted += used;
+    // Threads alive at the end, by group; what ended threads used is the process's total
+    // minus that.
+    let mut by_group: HashMap<&str, u64> = HashMap::new();
+    for (tid, (group, ticks)) in &after.threads {
+        let was = before.threads.get(tid).map_or(0, |(_, t)| *t);
+        *by_group.entry(group).or_default() += ticks.saturating_sub(was);
+    }
+    let mut threads_used = 0;
+    for group in THREAD_GROUPS {
+        let used = by_group.get(group).copied().unwrap_or(0);
+        threads_used += used;
         if used > 0 {
             println!("| {group} | {:.2} |", cores(used));
         }
     }
+    let own = after.own.saturating_sub(before.own);
+    if own > threads_used {
+        println!(
+            "| threads of the bench process that ended meanwhile | {:.2} |",
+            cores(own - threads_used)
+        );
+    }
+    // Other processes, by name (PostgreSQL's backends add up under `postgres`).
+    let mut by_name: HashMap<&str, u64> = HashMap::new();
+    for (pid, (comm, ticks)) in &after.others {
+        let was = before.others.get(pid).map_or(0, |(_, t)| *t);
+        *by_name.entry(comm.as_str()).or_default() += ticks.saturating_sub(was);
+    }
+    let mut by_name: Vec<(&str, u64)> = by_name.into_iter().filter(|(_, t)| *t > 0).collect();
+    by_name.sort_by(|a, b| b.1.cmp(&a.1));
+    let others_used: u64 = by_name.iter().map(|(_, t)| t).sum();
+    for (name, used) in by_name.iter().take(5) {
+        println!("| process `{name}` | {:.2} |", cores(*used));
+    }
+    let interrupts = after.interrupts.saturating_sub(before.interrupts);
     println!(
-        "| everything else on the machine | {:.2} |",
-        cores(busy.saturating_sub(accounted))
+        "| interrupts and softirqs (loopback TCP among them) | {:.2} |",
+        cores(interrupts)
     );
+    println!(
+        "| not accounted above (smaller or ended processes) | {:.2} |",
+        cores(busy.saturating_sub(own.max(threads_used) + others_used + interrupts))
+    );
+    let seconds = |ticks: u64| ticks as f64 / TICKS_PER_SECOND;
+    let group = |g: &str| by_group.get(g).copied().unwrap_or(0);
+    CpuUse {
+        machine: seconds(busy),
+        instances: seconds(group(THREAD_GROUPS[0]) + group(THREAD_GROUPS[1])),
+        clients: seconds(group(THREAD_GROUPS[2])),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -565,9 +619,9 @@ fn timeline(settings: Settings) {
     );
     print_cpu(&cpu.0, &cpu.1);
     println!();
-    drop(app);
     drop(client_rt);
-    drop(srv);
+    let mut app = Arc::into_inner(app).expect("the only handle left");
+    srv.block_on(app.stop());
 }
 
 fn database_name() -> &'static str {
@@ -817,12 +871,15 @@ fn delivery(settings: Settings) {
     };
 
     report_delivery(settings, instances, set_up, &run);
+    // Stop both instances (their audit flushed) before the database goes with instance 1.
     drop(apps);
-    drop(app2);
-    drop(app1);
     drop(client_rt);
-    drop(srv2);
-    drop(srv1);
+    if let (Some(app), Some(rt)) = (app2, &srv2) {
+        let mut app = Arc::into_inner(app).expect("the only handle left");
+        rt.block_on(app.stop());
+    }
+    let mut app1 = Arc::into_inner(app1).expect("the only handle left");
+    srv1.block_on(app1.stop());
 }
 
 struct DeliveryRun {
@@ -1101,8 +1158,8 @@ fn report_delivery(settings: Settings, instances: usize, set_up: Duration, run: 
     );
     let all = summarize(latencies);
     let post = summarize(run.sent.iter().map(|s| s.took).collect());
-    let first = summarize(first_of_post.into_iter().flatten().collect());
-    let last = summarize(last_of_post.into_iter().flatten().collect());
+    let first = summarize(first_of_post.iter().flatten().copied().collect());
+    let last = summarize(last_of_post.iter().flatten().copied().collect());
 
     println!();
     println!(
@@ -1185,6 +1242,31 @@ fn report_delivery(settings: Settings, instances: usize, set_up: Duration, run: 
         ms(post.max)
     );
     println!();
+    let origin = run.sent[0].at;
+    let mut slowest: Vec<(usize, Duration)> = last_of_post
+        .iter()
+        .enumerate()
+        .filter_map(|(seq, d)| d.map(|d| (seq, d)))
+        .collect();
+    slowest.sort_by(|a, b| b.1.cmp(&a.1));
+    println!(
+        "Slowest posts by last delivery (post number at seconds after the first post: postNote / first / last delivery): {}",
+        slowest
+            .iter()
+            .take(5)
+            .map(|(seq, last)| {
+                let sent = &run.sent[*seq];
+                format!(
+                    "#{seq} at {:.2} s: {} / {} / {}",
+                    (sent.at - origin).as_secs_f64(),
+                    ms(sent.took),
+                    ms(first_of_post[*seq].unwrap_or_default()),
+                    ms(*last)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     println!(
         "Delivery p50 / p99 by quarter of the posts (a growing backlog shows as a rise): {}",
         by_quarter
@@ -1213,6 +1295,14 @@ fn report_delivery(settings: Settings, instances: usize, set_up: Duration, run: 
             .collect::<Vec<_>>()
             .join(" / ")
     );
-    print_cpu(&run.cpu.0, &run.cpu.1);
+    let used = print_cpu(&run.cpu.0, &run.cpu.1);
+    let per = |secs: f64| secs * 1e6 / all.count as f64;
+    println!();
+    println!(
+        "CPU per delivery (measured phase, posting included): {:.0} µs on the machine, of which {:.0} µs in the server instances and {:.0} µs in the bench's clients",
+        per(used.machine),
+        per(used.instances),
+        per(used.clients)
+    );
     println!();
 }
