@@ -24,7 +24,9 @@
 //! Run: `cargo bench -p renkei-tests --bench room_content` (`RENKEI_TEST_DB=postgres` for
 //! PostgreSQL and Redis). Knobs: `RENKEI_BENCH_PART=timeline|delivery|all` (default all),
 //! `RENKEI_BENCH_SECONDS` (10), `RENKEI_BENCH_SUBSCRIBERS` (500), `RENKEI_BENCH_ROOMS` (1),
-//! `RENKEI_BENCH_POSTS` (100), `RENKEI_BENCH_POST_INTERVAL_MS` (100).
+//! `RENKEI_BENCH_POSTS` (100), `RENKEI_BENCH_POST_INTERVAL_MS` (100); for diagnosis,
+//! `RENKEI_BENCH_AUDIT_READS=false` runs the instances without auditing reads and deliveries
+//! (`RENKEI_AUDIT_READ_EVENTS=false`, refused in production).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -86,6 +88,9 @@ struct Settings {
     rooms: usize,
     posts: usize,
     interval: Duration,
+    /// `RENKEI_BENCH_AUDIT_READS=false`: the instances run with `RENKEI_AUDIT_READ_EVENTS=false`
+    /// (refused in production), to see what auditing reads and deliveries costs.
+    audit_reads: bool,
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -115,6 +120,11 @@ impl Settings {
             rooms: env_number("RENKEI_BENCH_ROOMS", 1) as usize,
             posts: env_number("RENKEI_BENCH_POSTS", 100) as usize,
             interval: Duration::from_millis(env_number("RENKEI_BENCH_POST_INTERVAL_MS", 100)),
+            audit_reads: match std::env::var("RENKEI_BENCH_AUDIT_READS").as_deref() {
+                Ok("false") => false,
+                Ok("true") | Err(_) => true,
+                Ok(other) => panic!("RENKEI_BENCH_AUDIT_READS={other}: expected true or false"),
+            },
         };
         assert!(
             settings.seconds > 0,
@@ -142,11 +152,29 @@ fn main() {
         "Machine: {cpus} CPUs (nproc), load average at start {}; {backend}; release build; pool of 5 database connections per instance (test harness)",
         load_average()
     );
+    if !settings.audit_reads {
+        println!();
+        println!(
+            "**Reads and live deliveries NOT audited** (RENKEI_BENCH_AUDIT_READS=false, a diagnostic: production refuses it)"
+        );
+    }
     if settings.timeline {
         timeline(settings);
     }
     if settings.delivery {
         delivery(settings);
+    }
+}
+
+/// How the instances are configured beyond the test harness's defaults.
+fn server_options(settings: Settings) -> TestOptions {
+    let mut env = Vec::new();
+    if !settings.audit_reads {
+        env.push(("RENKEI_AUDIT_READ_EVENTS".to_string(), "false".to_string()));
+    }
+    TestOptions {
+        env,
+        ..Default::default()
     }
 }
 
@@ -578,7 +606,7 @@ fn timeline(settings: Settings) {
     let srv = runtime("renkei-srv1");
     let client_rt = runtime("bench-client");
     let set_up = Instant::now();
-    let app = Arc::new(srv.block_on(spawn_app_with(TestOptions::default())));
+    let app = Arc::new(srv.block_on(spawn_app_with(server_options(settings))));
     let (room, members) = srv.block_on(timeline_fixture(&app));
     let set_up = set_up.elapsed();
 
@@ -794,11 +822,11 @@ fn delivery(settings: Settings) {
     let client_rt = runtime("bench-client");
 
     let set_up = Instant::now();
-    let app1 = Arc::new(srv1.block_on(spawn_app_with(TestOptions::default())));
+    let app1 = Arc::new(srv1.block_on(spawn_app_with(server_options(settings))));
     let app2 = srv2.as_ref().map(|rt| {
         Arc::new(rt.block_on(spawn_app_with(TestOptions {
             share_with: Some(app1.shared_backends()),
-            ..Default::default()
+            ..server_options(settings)
         })))
     });
     let instances = if two { 2 } else { 1 };
