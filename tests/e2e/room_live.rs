@@ -4,23 +4,21 @@
 //! its members and ends within a second when the member leaves or logs out; `myEvents` brings
 //! mentions and invitations; on PostgreSQL with Redis, events cross server instances.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite;
 
-use renkei_tests::{Backend, Person, TestApp, TestClient, TestOptions, spawn_app_with};
+use renkei_tests::ws::{
+    Frame, WAIT, Ws, connect, expect_json, live, next_event, recv, send, subscribe,
+    subscribe_settled, token_of,
+};
+use renkei_tests::{Backend, Person, TestClient, TestOptions, spawn_app_with};
 
 use crate::rooms::{
     ACCEPT, CLOSE_ROOM, INVITE, Kita, REMOVE_MEMBER, id_of, invitation_for, open_room, patient,
     room_with, str_of, yamada,
 };
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const ROOM_EVENTS: &str = "subscription($r:ID!){ roomEvents(roomId:$r){ __typename ... on NotePosted { note { id body author { id } } } ... on NoteChanged { note { id body deletedAt } } ... on VitalsRecorded { record { id } } ... on MembershipChanged { roomId user { id } joined } ... on RoomStatusChanged { room { id status } } } }";
 const MY_EVENTS: &str = "subscription { myEvents }";
@@ -30,154 +28,8 @@ const DELETE_NOTE: &str =
     "mutation($id:ID!,$r:String!){ deleteNote(id:$id, reason:$r){ id deletedAt } }";
 const RECORD_VITALS: &str = "mutation($i:VitalInput!){ recordVitals(input:$i){ id } }";
 
-/// How long a test waits for a message it expects.
-const WAIT: Duration = Duration::from_secs(5);
-/// Time for a fresh subscription to be set up on the server before events are caused.
-const SETTLE: Duration = Duration::from_millis(500);
-
-// ---------------------------------------------------------------------------------------------
-// a graphql-transport-ws client
-// ---------------------------------------------------------------------------------------------
-
-/// Opens `wss://…/graphql/ws`, presenting `who`'s certificate (if any) and an `Origin` header
-/// (if any). The error is tungstenite's: an HTTP refusal of the upgrade is `Error::Http`.
-async fn connect(
-    app: &TestApp,
-    who: Option<&Person>,
-    origin: Option<&str>,
-) -> Result<Ws, tungstenite::Error> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&app.server_ca_pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots);
-    let config = match who {
-        Some(person) => {
-            let chain = CertificateDer::pem_slice_iter(&person.identity_pem)
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap();
-            let key = PrivateKeyDer::from_pem_slice(&person.identity_pem).unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut request = format!("wss://127.0.0.1:{}/graphql/ws", app.addr.port())
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    if let Some(origin) = origin {
-        request
-            .headers_mut()
-            .insert("origin", origin.parse().unwrap());
-    }
-    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        None,
-        false,
-        Some(tokio_tungstenite::Connector::Rustls(Arc::new(config))),
-    )
-    .await?;
-    Ok(ws)
-}
-
-#[derive(Debug)]
-enum Frame {
-    Json(Value),
-    /// The socket closed, with the close code if a close frame came.
-    Closed(Option<u16>),
-}
-
-async fn send(ws: &mut Ws, message: Value) {
-    ws.send(Message::text(message.to_string())).await.unwrap();
-}
-
-/// The next protocol message within `within` (pings are answered and skipped), or None.
-async fn recv(ws: &mut Ws, within: Duration) -> Option<Frame> {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = match tokio::time::timeout(left, ws.next()).await {
-            Err(_) => return None,
-            Ok(None) => return Some(Frame::Closed(None)),
-            Ok(Some(Err(_))) => return Some(Frame::Closed(None)),
-            Ok(Some(Ok(msg))) => msg,
-        };
-        match msg {
-            Message::Text(text) => {
-                let value: Value = serde_json::from_str(&text).unwrap();
-                if value["type"] == "ping" {
-                    send(ws, json!({ "type": "pong" })).await;
-                    continue;
-                }
-                return Some(Frame::Json(value));
-            }
-            Message::Close(frame) => return Some(Frame::Closed(frame.map(|f| u16::from(f.code)))),
-            _ => continue,
-        }
-    }
-}
-
-/// The next protocol message; panics if none comes within [`WAIT`].
-async fn expect_json(ws: &mut Ws, what: &str) -> Value {
-    match recv(ws, WAIT).await {
-        Some(Frame::Json(value)) => value,
-        other => panic!("{what}: expected a message within {WAIT:?}, got {other:?}"),
-    }
-}
-
-/// A connection of `who` with `token`, acknowledged.
-async fn live(app: &TestApp, who: &Person, token: &str) -> Ws {
-    let mut ws = connect(app, Some(who), None).await.unwrap();
-    send(
-        &mut ws,
-        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }),
-    )
-    .await;
-    let ack = expect_json(&mut ws, "connection_init").await;
-    assert_eq!(ack["type"], "connection_ack", "{ack}");
-    ws
-}
-
-fn token_of(client: &TestClient) -> String {
-    client.token.clone().expect("a session")
-}
-
-async fn subscribe(ws: &mut Ws, id: &str, query: &str, variables: Value) {
-    send(
-        ws,
-        json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } }),
-    )
-    .await;
-}
-
-/// `subscribe`, then a moment for the server to set it up.
-async fn subscribe_settled(ws: &mut Ws, id: &str, query: &str, variables: Value) {
-    subscribe(ws, id, query, variables).await;
-    tokio::time::sleep(SETTLE).await;
-}
-
-/// The data of the next `next` message for subscription `id` (no errors allowed).
-async fn next_event(ws: &mut Ws, id: &str, field: &str, what: &str) -> Value {
-    let msg = expect_json(ws, what).await;
-    assert_eq!(msg["type"], "next", "{what}: {msg}");
-    assert_eq!(msg["id"], id, "{what}: {msg}");
-    assert!(
-        msg["payload"]["errors"].is_null(),
-        "{what}: errors in {msg}"
-    );
-    msg["payload"]["data"][field].clone()
-}
+// The graphql-transport-ws client (`connect`, `live`, `subscribe`, `recv`, ...) is
+// `renkei_tests::ws`, shared with the room content benchmark.
 
 async fn post_note(client: &TestClient, room: &str, body: &str) -> Value {
     let resp = client
