@@ -35,6 +35,11 @@ const RESOLVE_AHEAD: usize = 16;
 /// How long live deliveries of one stream and room are gathered into one audit event.
 pub const AUDIT_WINDOW: Duration = Duration::from_secs(1);
 
+/// Streams are flushed in this many slices spread over the window (stream id modulo), so 500
+/// subscribers give 50 audit events every 100 ms rather than 500 at once, which held the
+/// tenant's audit chain (and so the next posted note) for tens of milliseconds.
+const AUDIT_SLICES: u64 = 10;
+
 /// An event with the row it names, read once for all streams of the instance.
 #[derive(Debug)]
 pub struct Resolved {
@@ -174,12 +179,27 @@ impl LiveAudit {
             .push(id.to_string());
     }
 
-    /// Queues what was gathered with the other read events.
+    /// Queues everything gathered with the other read events (at shutdown, and in tests).
     pub async fn flush(&self, audit: &AuditLog) {
         let batch: Vec<Pending> = {
             let mut pending = self.pending.lock();
             pending.drain().map(|(_, p)| p).collect()
         };
+        Self::write(batch, audit).await;
+    }
+
+    /// What the streams of one slice gathered, taken out.
+    fn take_slice(&self, slice: u64) -> Vec<Pending> {
+        let mut pending = self.pending.lock();
+        let keys: Vec<PendingKey> = pending
+            .keys()
+            .filter(|(stream, _, _)| stream % AUDIT_SLICES == slice)
+            .copied()
+            .collect();
+        keys.iter().filter_map(|k| pending.remove(k)).collect()
+    }
+
+    async fn write(batch: Vec<Pending>, audit: &AuditLog) {
         for Pending { event, ids } in batch {
             let count = ids.len();
             let event = event
@@ -192,13 +212,16 @@ impl LiveAudit {
         }
     }
 
-    /// Flushes every [`AUDIT_WINDOW`] until the process ends (shutdown flushes once more).
+    /// Flushes each stream once per [`AUDIT_WINDOW`], one slice of the streams at a time,
+    /// until the process ends (shutdown flushes everything once more).
     pub async fn run(&self, audit: &AuditLog) {
-        let mut tick = tokio::time::interval(AUDIT_WINDOW);
+        let mut tick = tokio::time::interval(AUDIT_WINDOW / AUDIT_SLICES as u32);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut slice = 0;
         loop {
             tick.tick().await;
-            self.flush(audit).await;
+            Self::write(self.take_slice(slice), audit).await;
+            slice = (slice + 1) % AUDIT_SLICES;
         }
     }
 }
@@ -233,5 +256,26 @@ mod tests {
         let expected: Vec<String> = notes.iter().map(Uuid::to_string).collect();
         assert_eq!(gathered.ids, expected);
         assert_eq!(pending[&(s2, room_a, "notes.read")].ids.len(), 1);
+    }
+
+    #[test]
+    fn each_slice_takes_only_its_own_streams() {
+        let audit = LiveAudit::default();
+        let tenant = Uuid::now_v7();
+        let room = Uuid::now_v7();
+        let event = Event::new(tenant, "notes.read", AuditOutcome::Allowed).room(room);
+        let streams: Vec<u64> = (0..AUDIT_SLICES * 2).map(|_| audit.stream_id()).collect();
+        for stream in &streams {
+            audit.delivered(*stream, &event, Uuid::now_v7());
+        }
+        let slice = streams[3] % AUDIT_SLICES;
+        let taken = audit.take_slice(slice);
+        assert_eq!(taken.len(), 2, "two streams of each slice");
+        assert_eq!(audit.pending.lock().len(), streams.len() - 2);
+        assert!(audit.take_slice(slice).is_empty(), "taken once");
+        for other in (0..AUDIT_SLICES).filter(|s| *s != slice) {
+            assert_eq!(audit.take_slice(other).len(), 2);
+        }
+        assert!(audit.pending.lock().is_empty());
     }
 }
