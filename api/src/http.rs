@@ -70,14 +70,19 @@ pub fn session_token(headers: &HeaderMap) -> Option<SecretString> {
     if let Some(token) = bearer {
         return Some(SecretString::from(token.to_string()));
     }
+    cookie(headers, SESSION_COOKIE).map(|value| SecretString::from(value.to_string()))
+}
+
+/// The value of the cookie `name` among the request's `Cookie` headers.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| SecretString::from(value.to_string()))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value)
 }
 
 fn accepts(headers: &HeaderMap, media: &str) -> bool {

@@ -13,7 +13,7 @@ use secrecy::ExposeSecret as _;
 
 use crate::auth::tls::ConnectionInfo;
 use crate::error::AppError;
-use crate::http::{HttpState, SESSION_COOKIE};
+use crate::http::{HttpState, SESSION_COOKIE, cookie};
 use crate::service::oidc::{self, Callback, FLOW_TTL};
 
 /// Carries the flow's `state` from start to callback in this browser. `Lax`: the provider's
@@ -59,17 +59,6 @@ fn see_other(location: &str, cookies: &[String]) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     response
-}
-
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| value)
 }
 
 /// `https://<public_url or host>/auth/oidc/<tenant>/callback`. The host is the `Host` header
