@@ -473,7 +473,7 @@ fn print_cpu(before: &Cpu, after: &Cpu) -> CpuUse {
         *by_name.entry(comm.as_str()).or_default() += ticks.saturating_sub(was);
     }
     let mut by_name: Vec<(&str, u64)> = by_name.into_iter().filter(|(_, t)| *t > 0).collect();
-    by_name.sort_by(|a, b| b.1.cmp(&a.1));
+    by_name.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
     let others_used: u64 = by_name.iter().map(|(_, t)| t).sum();
     for (name, used) in by_name.iter().take(5) {
         println!("| process `{name}` | {:.2} |", cores(*used));
@@ -1347,7 +1347,7 @@ fn report_delivery(settings: Settings, instances: usize, set_up: Duration, run: 
         .enumerate()
         .filter_map(|(seq, d)| d.map(|d| (seq, d)))
         .collect();
-    slowest.sort_by(|a, b| b.1.cmp(&a.1));
+    slowest.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
     println!(
         "Slowest posts by last delivery (post number at seconds after the first post: postNote / first / last delivery): {}",
         slowest
