@@ -239,6 +239,13 @@ struct Cpu {
     steal: u64,
     /// Interrupt and softirq time (loopback TCP is processed there), part of `busy`.
     interrupts: u64,
+    /// Idle time with IO outstanding, part of `idle`.
+    iowait: u64,
+    /// `/proc/pressure/io`: microseconds in which some task / all tasks waited for IO.
+    io_some: u64,
+    io_full: u64,
+    /// PostgreSQL's cluster-wide counters (None on SQLite); filled in by [`with_pg`].
+    pg: Option<PgStats>,
     /// Per thread id: its group and CPU time so far.
     threads: HashMap<u32, (&'static str, u64)>,
     own: u64,
@@ -283,6 +290,52 @@ fn read_stat(path: std::path::PathBuf) -> Option<(String, u64)> {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|s| parse_stat(&s))
+}
+
+/// What else the PostgreSQL server did: checkpoints (every `DROP DATABASE` of a test run asks
+/// for one) and transactions of other databases (other users of the server).
+#[derive(Clone, Copy)]
+struct PgStats {
+    checkpoints: i64,
+    checkpoint_ms: f64,
+    other_commits: i64,
+}
+
+/// [`cpu_now`] with PostgreSQL's counters when `db` is PostgreSQL.
+async fn with_pg(mut cpu: Cpu, db: &sea_orm::DatabaseConnection) -> Cpu {
+    use sea_orm::ConnectionTrait as _;
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return cpu;
+    }
+    let sql = "SELECT (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter)::bigint AS checkpoints, \
+               (SELECT checkpoint_write_time + checkpoint_sync_time FROM pg_stat_bgwriter)::float8 AS checkpoint_ms, \
+               (SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database WHERE datname IS DISTINCT FROM current_database())::bigint AS other_commits";
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            sql,
+        ))
+        .await;
+    cpu.pg = match row {
+        Ok(Some(row)) => Some(PgStats {
+            checkpoints: row.try_get("", "checkpoints").unwrap_or(0),
+            checkpoint_ms: row.try_get("", "checkpoint_ms").unwrap_or(0.0),
+            other_commits: row.try_get("", "other_commits").unwrap_or(0),
+        }),
+        _ => None,
+    };
+    cpu
+}
+
+/// `total=` of the `some` or `full` line of `/proc/pressure/io` (0 without PSI).
+fn io_pressure(kind: &str) -> u64 {
+    std::fs::read_to_string("/proc/pressure/io")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(kind))
+        .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("total=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn cpu_now() -> Cpu {
@@ -339,6 +392,10 @@ fn cpu_now() -> Cpu {
         idle: n(3) + n(4),
         steal: n(7),
         interrupts: n(5) + n(6),
+        iowait: n(4),
+        io_some: io_pressure("some"),
+        io_full: io_pressure("full"),
+        pg: None,
         threads,
         own,
         others,
@@ -370,6 +427,20 @@ fn print_cpu(before: &Cpu, after: &Cpu) -> CpuUse {
         100.0 * busy as f64 / total as f64,
         100.0 * steal as f64 / total as f64,
     );
+    println!(
+        "IO: {:.2} cores idle waiting for IO; some task stalled on IO {:.0} % of the time, all tasks {:.0} % (/proc/pressure/io)",
+        cores(after.iowait.saturating_sub(before.iowait)),
+        after.io_some.saturating_sub(before.io_some) as f64 / 1e4 / wall,
+        after.io_full.saturating_sub(before.io_full) as f64 / 1e4 / wall,
+    );
+    if let (Some(a), Some(b)) = (before.pg, after.pg) {
+        println!(
+            "PostgreSQL server meanwhile: {} checkpoint(s) ({:.0} ms writing and syncing), {} transactions committed in other databases",
+            b.checkpoints - a.checkpoints,
+            b.checkpoint_ms - a.checkpoint_ms,
+            b.other_commits - a.other_commits
+        );
+    }
     println!();
     println!("| where | cores |");
     println!("|---|---:|");
@@ -402,7 +473,7 @@ fn print_cpu(before: &Cpu, after: &Cpu) -> CpuUse {
         *by_name.entry(comm.as_str()).or_default() += ticks.saturating_sub(was);
     }
     let mut by_name: Vec<(&str, u64)> = by_name.into_iter().filter(|(_, t)| *t > 0).collect();
-    by_name.sort_by(|a, b| b.1.cmp(&a.1));
+    by_name.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
     let others_used: u64 = by_name.iter().map(|(_, t)| t).sum();
     for (name, used) in by_name.iter().take(5) {
         println!("| process `{name}` | {:.2} |", cores(*used));
@@ -775,13 +846,13 @@ async fn timeline_load(
     tokio::time::sleep_until(warm_until.into()).await;
     app.state().audit.flush().await;
     let statements_before = app.state().statements.load(Ordering::SeqCst);
-    let cpu_before = cpu_now();
+    let cpu_before = with_pg(cpu_now(), &app.db).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(seconds).await;
     stop.store(true, Ordering::Relaxed);
     let took = started.elapsed();
-    let cpu_after = cpu_now();
+    let cpu_after = with_pg(cpu_now(), &app.db).await;
     let statements = app.state().statements.load(Ordering::SeqCst) - statements_before;
     let mut samples = Vec::new();
     for worker in workers {
@@ -1009,7 +1080,7 @@ async fn delivery_load(
         .iter()
         .map(|a| a.state().statements.load(Ordering::SeqCst))
         .collect();
-    let cpu_before = cpu_now();
+    let cpu_before = with_pg(cpu_now(), &apps[0].db).await;
     let posting = Instant::now();
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1031,7 +1102,7 @@ async fn delivery_load(
         assert!(!failed.load(Ordering::SeqCst), "a subscriber failed");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let cpu_after = cpu_now();
+    let cpu_after = with_pg(cpu_now(), &apps[0].db).await;
     let statements: Vec<u64> = apps
         .iter()
         .zip(&statements_before)
@@ -1276,7 +1347,7 @@ fn report_delivery(settings: Settings, instances: usize, set_up: Duration, run: 
         .enumerate()
         .filter_map(|(seq, d)| d.map(|d| (seq, d)))
         .collect();
-    slowest.sort_by(|a, b| b.1.cmp(&a.1));
+    slowest.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
     println!(
         "Slowest posts by last delivery (post number at seconds after the first post: postNote / first / last delivery): {}",
         slowest
