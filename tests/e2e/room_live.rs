@@ -518,7 +518,7 @@ async fn a_subscriber_on_one_instance_receives_a_note_posted_on_the_other() {
 // ---------------------------------------------------------------------------------------------
 
 /// The live-delivery read events of `actor` with `action` (detail `live: true`), oldest first.
-async fn live_reads(app: &TestApp, actor: &Person, action: &str) -> Vec<Value> {
+async fn live_reads(app: &renkei_tests::TestApp, actor: &Person, action: &str) -> Vec<Value> {
     use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _};
     // What the live stream gathered, then the read events queued behind it.
     app.state().live_audit.flush(&app.state().audit).await;
