@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use entity::kinds::Role;
+use renkei_tests::stats::{ms, summarize};
 use renkei_tests::{Person, TestClient, TestOptions, spawn_app_with};
 use serde_json::json;
 
@@ -40,34 +41,6 @@ fn main() {
         .build()
         .expect("tokio runtime");
     runtime.block_on(run());
-}
-
-struct Summary {
-    count: usize,
-    p50: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-fn summarize(mut samples: Vec<Duration>) -> Summary {
-    assert!(!samples.is_empty(), "no samples");
-    samples.sort_unstable();
-    Summary {
-        count: samples.len(),
-        p50: percentile(&samples, 0.50),
-        p99: percentile(&samples, 0.99),
-        max: *samples.last().unwrap(),
-    }
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
 async fn me_latencies(client: &TestClient, n: usize) -> Vec<Duration> {

@@ -35,14 +35,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use sea_orm::{ActiveModelTrait as _, Set};
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use entity::kinds::{AccountStatus, Occupation, Role};
-use renkei::service::certificates;
-use renkei_tests::fixtures::identity_from_pkcs12;
+use entity::kinds::Role;
+use renkei_tests::stats::{ms, summarize};
 use renkei_tests::ws::{self, Frame, Ws};
 use renkei_tests::{Backend, Person, TestApp, TestClient, TestOptions, spawn_app_with};
 
@@ -190,34 +188,6 @@ fn runtime(name: &str) -> tokio::runtime::Runtime {
 // ---------------------------------------------------------------------------------------------
 // figures
 // ---------------------------------------------------------------------------------------------
-
-struct Summary {
-    count: usize,
-    p50: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-fn summarize(mut samples: Vec<Duration>) -> Summary {
-    assert!(!samples.is_empty(), "no samples");
-    samples.sort_unstable();
-    Summary {
-        count: samples.len(),
-        p50: percentile(&samples, 0.50),
-        p99: percentile(&samples, 0.99),
-        max: *samples.last().unwrap(),
-    }
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
 
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -527,60 +497,8 @@ async fn tenant(app: &TestApp) -> Tenant {
 /// A STAFF member past the password change and the pledge, with a certificate but no password
 /// (no Argon2id: hundreds of them are made). Sessions come from [`session`].
 async fn member(app: &TestApp, tenant: &Person, login_id: &str, facility: Uuid) -> Person {
-    let state = app.state();
-    let now = chrono::Utc::now();
-    let user = entity::user::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        tenant_id: Set(tenant.tenant_id),
-        facility_id: Set(Some(facility)),
-        login_id: Set(login_id.into()),
-        display_name: Set(format!("{login_id} Person")),
-        display_name_kana: Set(None),
-        email: Set(None),
-        occupation: Set(Occupation::Nurse),
-        role: Set(Role::Staff),
-        status: Set(AccountStatus::Active),
-        password_hash: Set(None),
-        must_change_password: Set(false),
-        password_changed_at: Set(Some(now)),
-        pledge_accepted_at: Set(Some(now)),
-        pledge_version: Set(Some(renkei::service::accounts::PLEDGE_VERSION.into())),
-        failed_login_count: Set(0),
-        locked_until: Set(None),
-        suspension_reason: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&app.db)
-    .await
-    .unwrap();
-    let tenant_model = renkei::service::users::tenant_of(&app.db, &user)
+    app.create_user_without_password(tenant, login_id, Role::Staff, Some(facility))
         .await
-        .unwrap();
-    let issuance = certificates::issue(
-        &app.db,
-        &state.master_key,
-        &tenant_model,
-        &user,
-        "bench device",
-        None,
-        &renkei::service::audit::Origin::default(),
-    )
-    .await
-    .unwrap();
-    Person {
-        id: user.id,
-        tenant: tenant.tenant.clone(),
-        tenant_id: tenant.tenant_id,
-        login_id: login_id.into(),
-        password: String::new(),
-        identity_pem: identity_from_pkcs12(
-            &issuance.pkcs12_der,
-            issuance.pkcs12_password.expose_secret(),
-        ),
-        certificate_id: issuance.certificate.id,
-        fingerprint: issuance.certificate.fingerprint_sha256.clone(),
-    }
 }
 
 /// A session for `person` bound to its certificate, opened in the session store as a login

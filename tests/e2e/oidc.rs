@@ -57,16 +57,7 @@ impl Setup {
 
     /// Links `person` to `subject` as a CITY_ADMIN would (the GraphQL path has its own test).
     async fn link(&self, person: &Person, subject: &str) {
-        renkei::service::oidc::link(
-            &self.app.db,
-            &renkei::service::audit::Origin::default(),
-            person.tenant_id,
-            person.id,
-            &self.idp.issuer,
-            subject,
-        )
-        .await
-        .expect("linked");
+        link(&self.app, &self.idp, person, subject).await;
     }
 
     /// A second CITY_ADMIN of the tenant.
@@ -96,6 +87,20 @@ impl Setup {
             .graphql("{ me { id } }", json!({}))
             .await
     }
+}
+
+/// Links `person` to `subject` at `idp` through the service, as a CITY_ADMIN would.
+async fn link(app: &TestApp, idp: &TestIdp, person: &Person, subject: &str) {
+    renkei::service::oidc::link(
+        &app.db,
+        &renkei::service::audit::Origin::default(),
+        person.tenant_id,
+        person.id,
+        &idp.issuer,
+        subject,
+    )
+    .await
+    .expect("linked");
 }
 
 async fn set_status(app: &TestApp, id: Uuid, edit: impl FnOnce(&mut entity::user::ActiveModel)) {
@@ -251,16 +256,7 @@ async fn behind_a_public_url_the_redirect_uri_and_landing_page_are_the_configure
     )
     .await;
     idp.configure(&app, SLUG, false).await;
-    renkei::service::oidc::link(
-        &app.db,
-        &renkei::service::audit::Origin::default(),
-        admin.tenant_id,
-        admin.id,
-        &idp.issuer,
-        "kc-admin",
-    )
-    .await
-    .unwrap();
+    link(&app, &idp, &admin, "kc-admin").await;
     idp.login_as("kc-admin", None, false).await;
 
     let mut browser = Browser::new(&app, &ca, Some(&admin));
@@ -818,16 +814,7 @@ async fn a_flow_started_on_one_instance_finishes_on_another() {
     .await;
     let idp = TestIdp::start(&ca, vec![IdpClient::renkei(&[&one, &two], SLUG)]).await;
     idp.configure(&one, SLUG, false).await;
-    renkei::service::oidc::link(
-        &one.db,
-        &renkei::service::audit::Origin::default(),
-        admin.tenant_id,
-        admin.id,
-        &idp.issuer,
-        "kc-admin",
-    )
-    .await
-    .unwrap();
+    link(&one, &idp, &admin, "kc-admin").await;
     idp.login_as("kc-admin", None, false).await;
 
     let mut browser = Browser::new(&one, &ca, Some(&admin));

@@ -119,10 +119,47 @@ impl TestApp {
         role: Role,
         facility_id: Option<Uuid>,
     ) -> Person {
-        let state = self.state();
         let password = renkei::auth::pki::random_password(16);
-        let hash = state.hasher.hash(password.clone().into()).await.unwrap();
+        let hash = self
+            .state()
+            .hasher
+            .hash(password.clone().into())
+            .await
+            .unwrap();
+        self.insert_person(tenant, login_id, role, facility_id, Some((password, hash)))
+            .await
+    }
+
+    /// A user past the password change and the pledge, with a certificate but no password: no
+    /// Argon2id, for benchmarks that need hundreds of people (sessions are opened in the store).
+    pub async fn create_user_without_password(
+        &self,
+        tenant: &Person,
+        login_id: &str,
+        role: Role,
+        facility_id: Option<Uuid>,
+    ) -> Person {
+        self.insert_person(tenant, login_id, role, facility_id, None)
+            .await
+    }
+
+    /// `password`: (the password, its hash) of a user who must change it; None: a user with no
+    /// password who has changed nothing and accepted the pledge.
+    async fn insert_person(
+        &self,
+        tenant: &Person,
+        login_id: &str,
+        role: Role,
+        facility_id: Option<Uuid>,
+        password: Option<(String, String)>,
+    ) -> Person {
+        let state = self.state();
         let now = chrono::Utc::now();
+        let initial = password.is_some();
+        let (password, hash) = match password {
+            Some((password, hash)) => (password, Some(entity::user::PasswordHash(hash))),
+            None => (String::new(), None),
+        };
         let user = entity::user::ActiveModel {
             id: Set(Uuid::now_v7()),
             tenant_id: Set(tenant.tenant_id),
@@ -134,11 +171,13 @@ impl TestApp {
             occupation: Set(Occupation::Nurse),
             role: Set(role),
             status: Set(AccountStatus::Active),
-            password_hash: Set(Some(entity::user::PasswordHash(hash))),
-            must_change_password: Set(true),
-            password_changed_at: Set(None),
-            pledge_accepted_at: Set(None),
-            pledge_version: Set(None),
+            password_hash: Set(hash),
+            must_change_password: Set(initial),
+            password_changed_at: Set((!initial).then_some(now)),
+            pledge_accepted_at: Set((!initial).then_some(now)),
+            pledge_version: Set(
+                (!initial).then(|| renkei::service::accounts::PLEDGE_VERSION.into())
+            ),
             failed_login_count: Set(0),
             locked_until: Set(None),
             suspension_reason: Set(None),

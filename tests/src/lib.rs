@@ -7,6 +7,7 @@ pub mod client;
 pub mod fixtures;
 pub mod oidc;
 pub mod proxy;
+pub mod stats;
 pub mod ws;
 
 use std::net::SocketAddr;
