@@ -160,12 +160,19 @@ async fn audit(action: AuditAction, config: Config) -> anyhow::Result<()> {
         }
         AuditAction::Purge { tenant, before } => {
             let purged = ops.audit_purge(&tenant, &before).await?;
-            match purged.checkpoint_seq {
-                Some(seq) => println!(
-                    "removed {} event(s); the chain of {tenant} now starts after seq {seq} (signed checkpoint)",
-                    purged.removed
-                ),
-                None => println!("removed 0 event(s): none older than {before}"),
+            if purged.checkpoints.is_empty() {
+                println!("removed 0 event(s): none older than {before}");
+            } else {
+                let starts: Vec<String> = purged
+                    .checkpoints
+                    .iter()
+                    .map(|(chain, seq)| format!("the {} chain after seq {seq}", chain.name()))
+                    .collect();
+                println!(
+                    "removed {} event(s); {tenant} now starts {} (signed checkpoints)",
+                    purged.removed,
+                    starts.join(" and ")
+                );
             }
             Ok(())
         }

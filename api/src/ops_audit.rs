@@ -30,8 +30,9 @@ pub enum ExportFormat {
     Csv,
 }
 
-const COLUMNS: [&str; 14] = [
+const COLUMNS: [&str; 15] = [
     "id",
+    "chain",
     "seq",
     "at",
     "actorId",
@@ -71,6 +72,7 @@ pub fn parse_when(s: &str, tz: chrono_tz::Tz, what: &str) -> Result<DateTime<Utc
 fn row(event: &audit_event::Model) -> Value {
     json!({
         "id": event.id,
+        "chain": audit::Chain::from_id(event.chain).map_or("unknown", audit::Chain::name),
         "seq": event.seq,
         "at": event.at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
         "actorId": event.actor_id,
@@ -136,13 +138,15 @@ impl Ops {
             writeln!(out, "{}", COLUMNS.join(",")).context("writing the export")?;
         }
         let mut written = 0_u64;
-        let mut after = 0_i64;
+        let mut after = audit::Position::OLDEST;
         loop {
-            let page = audit::export_page(&self.db, tenant.id, &filter, after, EXPORT_PAGE)
+            let (page, next) = audit::export_page(&self.db, tenant.id, &filter, after, EXPORT_PAGE)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
+            if page.is_empty() {
+                break;
+            }
+            after = next;
             for event in &page {
                 let value = row(event);
                 match format {

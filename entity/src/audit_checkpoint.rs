@@ -1,4 +1,4 @@
-//! Where a purge cut a tenant's audit chain: the last removed event's seq and hash, signed.
+//! Where a purge cut one of a tenant's audit chains: the last removed event's seq and hash, signed.
 
 use sea_orm::entity::prelude::*;
 
@@ -9,6 +9,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub tenant_id: Uuid,
+    /// The chain it cuts: 0 changes, 1 reads.
+    pub chain: i16,
     pub seq: i64,
     pub hash: String,
     pub purged_before: DateTimeUtc,

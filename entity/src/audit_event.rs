@@ -1,4 +1,5 @@
-//! One audit event. Rows are only ever inserted; `hash` chains each tenant's events in `seq` order.
+//! One audit event. Rows are only ever inserted; `hash` chains each of a tenant's two chains
+//! (0: changes, 1: reads) in `seq` order.
 
 use sea_orm::entity::prelude::*;
 
@@ -11,7 +12,9 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub tenant_id: Uuid,
-    /// Position in the tenant's chain: 1, 2, 3 … with no gaps (a purge removes a prefix).
+    /// Which of the tenant's chains: 0 changes (written with the change), 1 reads (buffered).
+    pub chain: i16,
+    /// Position in its chain: 1, 2, 3 … with no gaps (a purge removes a prefix).
     pub seq: i64,
     pub at: DateTimeUtc,
     pub actor_id: Option<Uuid>,

@@ -2,7 +2,7 @@
 
 pub mod application;
 pub mod attachment;
-pub mod audit_chain_head;
+pub mod audit_chain;
 pub mod audit_checkpoint;
 pub mod audit_event;
 pub mod care_info_version;

@@ -10,6 +10,7 @@ mod m20261124_000004_applications;
 mod m20261124_000005_rooms;
 mod m20261124_000006_room_content;
 mod m20261124_000007_federated_login;
+mod m20261124_000008_audit_read_chain;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000005_rooms::Migration),
             Box::new(m20261124_000006_room_content::Migration),
             Box::new(m20261124_000007_federated_login::Migration),
+            Box::new(m20261124_000008_audit_read_chain::Migration),
         ]
     }
 }

@@ -194,10 +194,12 @@ fn detail(event: &Value) -> &serde_json::Map<String, Value> {
         .unwrap_or_else(|| panic!("detail is not a JSON object: {event}"))
 }
 
-/// The tenant's stored events in chain order, straight from the database.
+/// The tenant's stored events, straight from the database: the changes chain (0), then the
+/// reads chain (1), each in chain order.
 async fn stored_events(app: &TestApp, tenant_id: Uuid) -> Vec<audit_event::Model> {
     audit_event::Entity::find()
         .filter(audit_event::Column::TenantId.eq(tenant_id))
+        .order_by_asc(audit_event::Column::Chain)
         .order_by_asc(audit_event::Column::Seq)
         .all(&app.db)
         .await
@@ -939,7 +941,9 @@ async fn tampering_is_detected_and_names_the_event() {
         .collect();
     assert_eq!(failures.len(), 3);
     let victim = failures[1].clone();
-    assert!(victim.seq > 1 && victim.seq < stored.last().unwrap().seq);
+    let last_change = stored.iter().filter(|e| e.chain == 0).map(|e| e.seq).max();
+    assert_eq!(victim.chain, 0, "a failed login is in the changes chain");
+    assert!(victim.seq > 1 && Some(victim.seq) < last_change);
 
     allow_tampering(&app).await;
     type Edit = Box<dyn Fn(&mut audit_event::ActiveModel)>;
@@ -1168,27 +1172,41 @@ async fn concurrent_writers_never_fork_the_chain() {
     let verified = report["verifiedEvents"].as_u64().unwrap();
     assert!(verified >= 60, "{report}");
 
-    // Once nothing writes any more: one unbroken sequence 1..n, its tip recorded as the head.
+    // Once nothing writes any more: in each chain one unbroken sequence 1..n, its tip
+    // recorded as the chain's head. Failed logins are changes, reads are reads.
     if let Some(other) = other.as_mut() {
         other.stop().await;
     }
     app.stop().await;
     let stored = stored_events(&app, admin.tenant_id).await;
-    let seqs: Vec<i64> = stored.iter().map(|e| e.seq).collect();
-    let expected: Vec<i64> = (1..=i64::try_from(stored.len()).unwrap()).collect();
-    assert_eq!(seqs, expected, "the chain has gaps or forks");
+    for chain in [0_i16, 1] {
+        let events: Vec<&audit_event::Model> = stored.iter().filter(|e| e.chain == chain).collect();
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        let expected: Vec<i64> = (1..=i64::try_from(events.len()).unwrap()).collect();
+        assert_eq!(seqs, expected, "chain {chain} has gaps or forks");
+        let head = entity::audit_chain::Entity::find_by_id((admin.tenant_id, chain))
+            .one(&app.db)
+            .await
+            .unwrap()
+            .expect("the tenant has a head for each chain");
+        let last = events.last().unwrap();
+        assert_eq!(
+            (head.seq, head.hash.as_str()),
+            (last.seq, last.hash.as_str())
+        );
+        // Events are in time order along each chain.
+        assert!(events.windows(2).all(|w| w[0].at <= w[1].at));
+    }
+    let in_chain = |chain: i16, action: &str| {
+        stored
+            .iter()
+            .filter(|e| e.chain == chain && e.action == action)
+            .count()
+    };
+    assert_eq!(in_chain(0, "login.failure"), 20);
+    assert_eq!(in_chain(1, "user.read"), 40);
     let hashes: HashSet<&str> = stored.iter().map(|e| e.hash.as_str()).collect();
     assert_eq!(hashes.len(), stored.len(), "two events share a hash");
-    let head = entity::audit_chain_head::Entity::find_by_id(admin.tenant_id)
-        .one(&app.db)
-        .await
-        .unwrap()
-        .expect("the tenant has a chain head");
-    let last = stored.last().unwrap();
-    assert_eq!(
-        (head.seq, head.hash.as_str()),
-        (last.seq, last.hash.as_str())
-    );
     // Nothing was written after the check but, at most, the check's own audit.read: the
     // verifier walked every event there was.
     let stored_count = stored.len() as u64;
@@ -1196,8 +1214,136 @@ async fn concurrent_writers_never_fork_the_chain() {
         verified == stored_count || verified + 1 == stored_count,
         "verified {verified}, but {stored_count} events are stored"
     );
-    // Events are in time order along the chain.
-    assert!(stored.windows(2).all(|w| w[0].at <= w[1].at));
+}
+
+/// `chain` (0 changes, 1 reads) of the tenant's stored events.
+fn of_chain(stored: &[audit_event::Model], chain: i16) -> Vec<&audit_event::Model> {
+    stored.iter().filter(|e| e.chain == chain).collect()
+}
+
+#[tokio::test]
+async fn read_events_have_a_chain_of_their_own_and_it_is_verified_too() {
+    let app = spawn_app().await;
+    let (admin, staff) = kita_with_staff(&app).await;
+    let auditor = working_session(&app, &admin).await;
+    attempt_as(&app.client_for(&staff), &staff, "Wrong-password-1")
+        .await
+        .expect_code("UNAUTHENTICATED");
+    read_burst(&auditor, staff.id, 6).await;
+    assert_intact(&verify(&auditor).await);
+    app.state().audit.flush().await;
+
+    // Reads, buffered, are the reads chain; logins and what changed are the changes chain.
+    let stored = stored_events(&app, admin.tenant_id).await;
+    let (changes, reads) = (of_chain(&stored, 0), of_chain(&stored, 1));
+    assert!(changes.iter().any(|e| e.action == "login.failure"));
+    assert!(changes.iter().all(|e| e.action != "user.read"));
+    let user_reads: Vec<&&audit_event::Model> =
+        reads.iter().filter(|e| e.action == "user.read").collect();
+    assert_eq!(user_reads.len(), 6, "{reads:?}");
+    assert!(reads.iter().all(|e| !e.action.starts_with("login.")));
+    for chain in [&changes, &reads] {
+        let seqs: Vec<i64> = chain.iter().map(|e| e.seq).collect();
+        let expected: Vec<i64> = (1..=i64::try_from(chain.len()).unwrap()).collect();
+        assert_eq!(seqs, expected);
+    }
+
+    // An edit in the reads chain is found and named like one in the changes chain.
+    allow_tampering(&app).await;
+    let victim = (*user_reads[2]).clone();
+    let mut edited = victim.clone().into_active_model();
+    edited.target_id = Set(Some(admin.id.to_string()));
+    edited.update(&app.db).await.unwrap();
+    assert_broken_at(&verify(&auditor).await, victim.id, "a read event's target");
+    let mut restore = victim.clone().into_active_model();
+    restore.target_id = Set(victim.target_id.clone());
+    restore.update(&app.db).await.unwrap();
+    assert_intact(&verify(&auditor).await);
+
+    // The same event moved into the changes chain (where its seq is free) breaks both: a gap
+    // in the reads chain, and an event the changes chain's hashes do not cover.
+    app.state().audit.flush().await;
+    let free_seq = of_chain(&stored_events(&app, admin.tenant_id).await, 0)
+        .last()
+        .map_or(1, |e| e.seq + 1);
+    let mut moved = victim.clone().into_active_model();
+    moved.chain = Set(0);
+    moved.seq = Set(free_seq);
+    moved.update(&app.db).await.unwrap();
+    let report = verify(&auditor).await;
+    assert_broken_at(
+        &report,
+        victim.id,
+        "a read event moved to the changes chain",
+    );
+}
+
+#[tokio::test]
+async fn a_purge_cuts_both_chains_and_both_still_verify() {
+    let app = spawn_app().await;
+    let (admin, staff) = kita_with_staff(&app).await;
+    let auditor = working_session(&app, &admin).await;
+    let device = app.client_for(&staff);
+    let activity = |round: usize| {
+        let (auditor, device, staff) = (&auditor, &device, &staff);
+        async move {
+            attempt_as(device, staff, &format!("Wrong-password-{round}"))
+                .await
+                .expect_code("UNAUTHENTICATED");
+            read_burst(auditor, staff.id, 3).await;
+        }
+    };
+    activity(1).await;
+    app.state().audit.flush().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cut = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    activity(2).await;
+    app.state().audit.flush().await;
+    let before = stored_events(&app, admin.tenant_id).await;
+    let old: Vec<&audit_event::Model> = before.iter().filter(|e| e.at < cut).collect();
+    assert!(old.iter().any(|e| e.chain == 0) && old.iter().any(|e| e.chain == 1));
+
+    let purged =
+        renkei::service::audit::purge(&app.db, &app.state().master_key, admin.tenant_id, cut)
+            .await
+            .unwrap();
+    assert_eq!(purged.removed, old.len() as u64);
+    let chains: Vec<i16> = purged.checkpoints.iter().map(|(c, _)| c.id()).collect();
+    assert_eq!(chains, [0, 1], "one signed checkpoint per chain");
+    for (chain, seq) in &purged.checkpoints {
+        let last_old = old
+            .iter()
+            .filter(|e| e.chain == chain.id())
+            .map(|e| e.seq)
+            .max();
+        assert_eq!(Some(*seq), last_old, "{chain:?}");
+    }
+    // Exactly the newer events are left, untouched, in both chains.
+    let after = stored_events(&app, admin.tenant_id).await;
+    let kept: Vec<&audit_event::Model> = before.iter().filter(|e| e.at >= cut).collect();
+    assert_eq!(after.iter().collect::<Vec<_>>(), kept);
+    assert_intact(&verify(&auditor).await);
+
+    // Both chains go on after their checkpoints; a second purge of everything leaves them
+    // verifiable, and new events after that too.
+    activity(3).await;
+    assert_intact(&verify(&auditor).await);
+    app.state().audit.flush().await;
+    let everything = renkei::service::audit::purge(
+        &app.db,
+        &app.state().master_key,
+        admin.tenant_id,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert!(everything.removed > 0);
+    assert!(stored_events(&app, admin.tenant_id).await.is_empty());
+    activity(4).await;
+    let report = verify(&auditor).await;
+    assert_intact(&report);
+    assert!(report["verifiedEvents"].as_u64().unwrap() >= 4, "{report}");
 }
 
 // ---------------------------------------------------------------------------------------------

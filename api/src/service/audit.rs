@@ -2,13 +2,16 @@
 //! written: [`record`] inside the transaction of the change it describes, [`AuditLog::read`] for
 //! read events (buffered, written in batches, never dropped).
 //!
-//! Each tenant's events form a hash chain in `seq` order:
+//! Each tenant's events form two hash chains, each in `seq` order: [`Chain::Changes`] (events
+//! written with the change they describe, and every other synchronous event) and
+//! [`Chain::Reads`] (the buffered read events). In each,
 //! `hash = SHA-256(previous hash ‖ canonical encoding)`, where the previous hash is the 64 hex
 //! characters of the event before (64 zeros for the first, or a purge checkpoint's hash).
-//! Appending locks the tenant's `audit_chain_head` row, so concurrent writers, on any instance,
-//! append one after another and never fork the chain.
+//! Appending locks the chain's `audit_chain` row, so concurrent writers, on any instance,
+//! append one after another and never fork a chain; and because reads have a chain of their
+//! own, a change never waits behind a batch of read events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -27,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use entity::kinds::AuditOutcome;
-use entity::{audit_chain_head, audit_checkpoint, audit_event, tenant_ca};
+use entity::{audit_chain, audit_checkpoint, audit_event, tenant_ca};
 
 use crate::auth::pki::{self, MasterKey};
 use crate::authz::AuditReader;
@@ -38,12 +41,47 @@ use crate::service::{certificates, now};
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Version tag inside every canonical encoding, so the format can change without ambiguity.
+/// Version 1 is the changes chain (the only chain before reads had their own); version 2
+/// adds the chain number, and is used by the reads chain.
 const CANONICAL_VERSION: &str = "renkei-audit/1";
+const CANONICAL_VERSION_CHAINED: &str = "renkei-audit/2";
 
-/// Read events written per transaction. Each transaction holds the tenant's chain head, so
-/// a change (a posted note) waits for at most one batch: 100 rows take a few milliseconds,
-/// where a burst of 500 (the live deliveries of a busy second) held posts up for 60 ms.
-const BATCH: usize = 100;
+/// Read events written per transaction. Each transaction holds the reads chain's head, which
+/// only other read batches (of other instances) wait for.
+const BATCH: usize = 200;
+
+/// One of a tenant's two audit chains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Chain {
+    /// Changes, written in the transaction of the change, and every other event written
+    /// synchronously (logins, refusals, logouts).
+    Changes,
+    /// Read events, buffered and written in batches by [`AuditLog`].
+    Reads,
+}
+
+impl Chain {
+    pub const ALL: [Chain; 2] = [Chain::Changes, Chain::Reads];
+
+    /// The number stored in `audit_event.chain`, `audit_chain.chain`, `audit_checkpoint.chain`.
+    pub fn id(self) -> i16 {
+        match self {
+            Chain::Changes => 0,
+            Chain::Reads => 1,
+        }
+    }
+
+    pub fn from_id(id: i16) -> Option<Chain> {
+        Chain::ALL.into_iter().find(|chain| chain.id() == id)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Chain::Changes => "changes",
+            Chain::Reads => "reads",
+        }
+    }
+}
 
 /// Actions that end a session: with `login.success`, they give how long an access lasted.
 pub const SESSION_END_ACTIONS: [&str; 3] = ["logout", "session.revoke", "session.expire"];
@@ -129,7 +167,31 @@ impl Event {
 }
 
 /// The bytes an event's hash covers: every stored column but the hash, in a fixed order.
+/// The changes chain keeps the encoding it had before there were two chains, so its stored
+/// hashes still verify; the reads chain's encoding also covers the chain number.
 fn canonical(model: &audit_event::Model) -> Vec<u8> {
+    if model.chain != Chain::Changes.id() {
+        return json!([
+            CANONICAL_VERSION_CHAINED,
+            model.chain,
+            model.id,
+            model.tenant_id,
+            model.seq,
+            format_at(model.at),
+            model.actor_id,
+            model.session_hash,
+            model.action,
+            model.target_type,
+            model.target_id,
+            model.room_id,
+            outcome_str(model.outcome),
+            model.ip,
+            model.certificate_serial,
+            model.detail,
+        ])
+        .to_string()
+        .into_bytes();
+    }
     let encoded = json!([
         CANONICAL_VERSION,
         model.id,
@@ -174,7 +236,7 @@ pub fn chain_hash(previous: &str, model: &audit_event::Model) -> String {
 /// it describes. Open the transaction with [`crate::db::begin_write`].
 pub async fn record(db: &impl ConnectionTrait, event: Event) -> AppResult<Uuid> {
     let tenant_id = event.tenant_id;
-    let ids = append(db, tenant_id, vec![event]).await?;
+    let ids = append(db, tenant_id, Chain::Changes, vec![event]).await?;
     ids.into_iter()
         .next()
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("audit append returned no id")))
@@ -182,12 +244,18 @@ pub async fn record(db: &impl ConnectionTrait, event: Event) -> AppResult<Uuid> 
 
 /// Writes several events of one change (e.g. every session a revocation ended), in order.
 pub async fn record_all(db: &impl ConnectionTrait, events: Vec<Event>) -> AppResult<()> {
+    append_all(db, Chain::Changes, events).await
+}
+
+/// Appends to `chain` of each event's tenant, tenants in id order (so two writers holding
+/// several heads cannot deadlock), each tenant's events in the given order.
+async fn append_all(db: &impl ConnectionTrait, chain: Chain, events: Vec<Event>) -> AppResult<()> {
     let mut by_tenant: BTreeMap<Uuid, Vec<Event>> = BTreeMap::new();
     for event in events {
         by_tenant.entry(event.tenant_id).or_default().push(event);
     }
     for (tenant_id, events) in by_tenant {
-        append(db, tenant_id, events).await?;
+        append(db, tenant_id, chain, events).await?;
     }
     Ok(())
 }
@@ -195,8 +263,17 @@ pub async fn record_all(db: &impl ConnectionTrait, events: Vec<Event>) -> AppRes
 /// Writes `event` in a transaction of its own: for events without a database change (logout,
 /// a failed login that changed nothing).
 pub async fn record_now(db: &DatabaseConnection, event: Event) -> AppResult<Uuid> {
+    record_now_in(db, Chain::Changes, event).await
+}
+
+async fn record_now_in(db: &DatabaseConnection, chain: Chain, event: Event) -> AppResult<Uuid> {
     let txn = crate::db::begin_write(db).await?;
-    let id = record(&txn, event).await?;
+    let tenant_id = event.tenant_id;
+    let id = append(&txn, tenant_id, chain, vec![event])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("audit append returned no id")))?;
     txn.commit().await?;
     Ok(id)
 }
@@ -210,7 +287,7 @@ pub async fn record_session_end_once(db: &DatabaseConnection, event: Event) -> A
         )));
     };
     let txn = crate::db::begin_write(db).await?;
-    let head = lock_head(&txn, event.tenant_id).await?;
+    let head = lock_head(&txn, event.tenant_id, Chain::Changes).await?;
     if session_ended(&txn, &session_hash).await? {
         txn.rollback().await?;
         return Ok(false);
@@ -229,26 +306,28 @@ async fn session_ended(db: &impl ConnectionTrait, session_hash: &str) -> AppResu
     Ok(found > 0)
 }
 
-/// Takes the tenant's chain head for this transaction, creating it on first use. On
-/// PostgreSQL `FOR UPDATE` holds other appenders of the tenant until commit; SQLite has one
+/// Takes the head of the tenant's `chain` for this transaction, creating it on first use. On
+/// PostgreSQL `FOR UPDATE` holds other appenders of that chain until commit; SQLite has one
 /// writer at a time anyway (our write transactions begin IMMEDIATE).
 async fn lock_head(
     db: &impl ConnectionTrait,
     tenant_id: Uuid,
-) -> AppResult<audit_chain_head::Model> {
-    audit_chain_head::Entity::insert(audit_chain_head::ActiveModel {
+    chain: Chain,
+) -> AppResult<audit_chain::Model> {
+    audit_chain::Entity::insert(audit_chain::ActiveModel {
         tenant_id: Set(tenant_id),
+        chain: Set(chain.id()),
         seq: Set(0),
         hash: Set(GENESIS.to_owned()),
     })
     .on_conflict(
-        OnConflict::column(audit_chain_head::Column::TenantId)
+        OnConflict::columns([audit_chain::Column::TenantId, audit_chain::Column::Chain])
             .do_nothing()
             .to_owned(),
     )
     .exec_without_returning(db)
     .await?;
-    let mut find = audit_chain_head::Entity::find_by_id(tenant_id);
+    let mut find = audit_chain::Entity::find_by_id((tenant_id, chain.id()));
     if db.get_database_backend() == DbBackend::Postgres {
         find = find.lock_exclusive();
     }
@@ -260,15 +339,16 @@ async fn lock_head(
 async fn append(
     db: &impl ConnectionTrait,
     tenant_id: Uuid,
+    chain: Chain,
     events: Vec<Event>,
 ) -> AppResult<Vec<Uuid>> {
-    let head = lock_head(db, tenant_id).await?;
+    let head = lock_head(db, tenant_id, chain).await?;
     append_locked(db, head, events).await
 }
 
 async fn append_locked(
     db: &impl ConnectionTrait,
-    head: audit_chain_head::Model,
+    head: audit_chain::Model,
     events: Vec<Event>,
 ) -> AppResult<Vec<Uuid>> {
     if events.is_empty() {
@@ -284,6 +364,7 @@ async fn append_locked(
         let mut model = audit_event::Model {
             id: Uuid::now_v7(),
             tenant_id: head.tenant_id,
+            chain: head.chain,
             seq,
             at,
             actor_id: event.actor_id,
@@ -306,10 +387,11 @@ async fn append_locked(
     audit_event::Entity::insert_many(rows)
         .exec_without_returning(db)
         .await?;
-    audit_chain_head::Entity::update_many()
-        .col_expr(audit_chain_head::Column::Seq, Expr::value(seq))
-        .col_expr(audit_chain_head::Column::Hash, Expr::value(previous))
-        .filter(audit_chain_head::Column::TenantId.eq(head.tenant_id))
+    audit_chain::Entity::update_many()
+        .col_expr(audit_chain::Column::Seq, Expr::value(seq))
+        .col_expr(audit_chain::Column::Hash, Expr::value(previous))
+        .filter(audit_chain::Column::TenantId.eq(head.tenant_id))
+        .filter(audit_chain::Column::Chain.eq(head.chain))
         .exec(db)
         .await?;
     Ok(ids)
@@ -369,7 +451,9 @@ impl AuditLog {
         match self.sender.send(Message::Event(Box::new(event))).await {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendError(Message::Event(event))) => {
-                record_now(&self.db, *event).await.map(|_| ())
+                record_now_in(&self.db, Chain::Reads, *event)
+                    .await
+                    .map(|_| ())
             }
             Err(_) => Ok(()),
         }
@@ -474,9 +558,7 @@ async fn write_batch(db: &DatabaseConnection, batch: &mut Vec<Event>, shutting_d
 
 async fn write_grouped(db: &DatabaseConnection, batch: &[Event]) -> AppResult<()> {
     let txn = crate::db::begin_write(db).await?;
-    // Tenants in id order (record_all groups them so), so two instances flushing at once
-    // cannot deadlock on head rows.
-    record_all(&txn, batch.to_vec()).await?;
+    append_all(&txn, Chain::Reads, batch.to_vec()).await?;
     txn.commit().await?;
     Ok(())
 }
@@ -497,25 +579,112 @@ pub struct Filter {
 }
 
 pub struct Page {
-    pub events: Vec<audit_event::Model>,
+    /// Each event with its Relay cursor.
+    pub events: Vec<(String, audit_event::Model)>,
     pub has_next: bool,
     pub total: u64,
 }
 
 pub const MAX_PAGE: u64 = 500;
 
-/// Opaque Relay cursor of an event: its place in the chain.
-pub fn cursor(event: &audit_event::Model) -> String {
-    URL_SAFE_NO_PAD.encode(format!("audit:{}", event.seq))
+/// How far a walk over a tenant's log has come in each chain: the seq of the last event taken
+/// from the changes chain and from the reads chain. Walking newest first starts at
+/// [`Position::NEWEST`], oldest first at [`Position::OLDEST`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub changes: i64,
+    pub reads: i64,
 }
 
-fn parse_cursor(cursor: &str) -> AppResult<i64> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("audit:").and_then(|n| n.parse().ok()))
-        .ok_or_else(|| AppError::bad_input("after", "not a cursor of this list"))
+impl Position {
+    pub const NEWEST: Position = Position {
+        changes: i64::MAX,
+        reads: i64::MAX,
+    };
+    pub const OLDEST: Position = Position {
+        changes: 0,
+        reads: 0,
+    };
+
+    fn of(self, chain: Chain) -> i64 {
+        match chain {
+            Chain::Changes => self.changes,
+            Chain::Reads => self.reads,
+        }
+    }
+
+    fn taken(&mut self, event: &audit_event::Model) {
+        if event.chain == Chain::Reads.id() {
+            self.reads = event.seq;
+        } else {
+            self.changes = event.seq;
+        }
+    }
+
+    /// Opaque Relay cursor: the position after an event.
+    fn cursor(self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("audit:{}:{}", self.changes, self.reads))
+    }
+
+    fn parse_cursor(cursor: &str) -> AppResult<Position> {
+        URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| {
+                let (changes, reads) = s.strip_prefix("audit:")?.split_once(':')?;
+                Some(Position {
+                    changes: changes.parse().ok()?,
+                    reads: reads.parse().ok()?,
+                })
+            })
+            .ok_or_else(|| AppError::bad_input("after", "not a cursor of this list"))
+    }
+}
+
+/// Up to `limit` events after `from`, both chains merged by time (each chain in its own seq
+/// order, so no event is skipped or repeated however the chains interleave), each with the
+/// position after it; and whether more follow.
+async fn merged(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    filter: &Filter,
+    newest_first: bool,
+    from: Position,
+    limit: u64,
+) -> AppResult<(Vec<(Position, audit_event::Model)>, bool)> {
+    let mut lists = Vec::with_capacity(Chain::ALL.len());
+    for chain in Chain::ALL {
+        let select = filtered(tenant_id, filter).filter(audit_event::Column::Chain.eq(chain.id()));
+        let select = if newest_first {
+            select
+                .filter(audit_event::Column::Seq.lt(from.of(chain)))
+                .order_by_desc(audit_event::Column::Seq)
+        } else {
+            select
+                .filter(audit_event::Column::Seq.gt(from.of(chain)))
+                .order_by_asc(audit_event::Column::Seq)
+        };
+        lists.push(VecDeque::from(select.limit(limit + 1).all(db).await?));
+    }
+    let key = |e: &audit_event::Model| (e.at, e.chain, e.seq);
+    let mut position = from;
+    let mut taken = Vec::new();
+    while (taken.len() as u64) < limit {
+        let pick = lists
+            .iter()
+            .enumerate()
+            .filter_map(|(i, list)| list.front().map(|e| (i, key(e))))
+            .reduce(|a, b| if (b.1 > a.1) == newest_first { b } else { a })
+            .map(|(i, _)| i);
+        let Some(event) = pick.and_then(|i| lists.get_mut(i)?.pop_front()) else {
+            break;
+        };
+        position.taken(&event);
+        taken.push((position, event));
+    }
+    let more = lists.iter().any(|list| !list.is_empty());
+    Ok((taken, more))
 }
 
 fn filtered(tenant_id: Uuid, filter: &Filter) -> sea_orm::Select<audit_event::Entity> {
@@ -556,21 +725,17 @@ pub async fn list(
             format!("first must be between 1 and {MAX_PAGE}"),
         ));
     }
-    let tenant_id = reader.tenant_id;
-    let total = filtered(tenant_id, filter).count(db).await?;
-    let mut select = filtered(tenant_id, filter);
-    if let Some(after) = after {
-        select = select.filter(audit_event::Column::Seq.lt(parse_cursor(after)?));
-    }
-    let mut events = select
-        .order_by_desc(audit_event::Column::Seq)
-        .limit(first + 1)
-        .all(db)
-        .await?;
-    let has_next = events.len() as u64 > first;
-    events.truncate(usize::try_from(first).unwrap_or(usize::MAX));
+    let total = filtered(reader.tenant_id, filter).count(db).await?;
+    let from = match after {
+        Some(after) => Position::parse_cursor(after)?,
+        None => Position::NEWEST,
+    };
+    let (events, has_next) = merged(db, reader.tenant_id, filter, true, from, first).await?;
     Ok(Page {
-        events,
+        events: events
+            .into_iter()
+            .map(|(position, event)| (position.cursor(), event))
+            .collect(),
         has_next,
         total,
     })
@@ -590,26 +755,23 @@ pub async fn room_events(
         to,
         ..Filter::default()
     };
-    Ok(filtered(reader.tenant_id, &filter)
-        .order_by_asc(audit_event::Column::Seq)
-        .all(db)
-        .await?)
+    let mut events = filtered(reader.tenant_id, &filter).all(db).await?;
+    events.sort_by_key(|e| (e.at, e.chain, e.seq));
+    Ok(events)
 }
 
-/// Every event of a tenant in a time range, oldest first, a page at a time (export).
+/// Up to `limit` events of a tenant after `after`, oldest first, and the position after the
+/// last of them (export, a page at a time; start at [`Position::OLDEST`]).
 pub async fn export_page(
     db: &impl ConnectionTrait,
     tenant_id: Uuid,
     filter: &Filter,
-    after_seq: i64,
+    after: Position,
     limit: u64,
-) -> AppResult<Vec<audit_event::Model>> {
-    Ok(filtered(tenant_id, filter)
-        .filter(audit_event::Column::Seq.gt(after_seq))
-        .order_by_asc(audit_event::Column::Seq)
-        .limit(limit)
-        .all(db)
-        .await?)
+) -> AppResult<(Vec<audit_event::Model>, Position)> {
+    let (events, _) = merged(db, tenant_id, filter, false, after, limit).await?;
+    let next = events.last().map_or(after, |(position, _)| *position);
+    Ok((events.into_iter().map(|(_, event)| event).collect(), next))
 }
 
 pub async fn count(db: &impl ConnectionTrait, tenant_id: Uuid, filter: &Filter) -> AppResult<u64> {
@@ -629,9 +791,40 @@ pub struct ChainReport {
     pub problem: Option<String>,
 }
 
-/// Walks the tenant's chain from its start (or its latest purge checkpoint, whose signature
-/// is checked against the tenant CA) and recomputes every hash.
+/// Walks each of the tenant's chains from its start (or its latest purge checkpoint, whose
+/// signature is checked against the tenant CA) and recomputes every hash. The report counts
+/// the events of both chains and names the first broken event found (changes chain first).
 pub async fn verify_chain(db: &impl ConnectionTrait, tenant_id: Uuid) -> AppResult<ChainReport> {
+    let mut verified = 0;
+    for chain in Chain::ALL {
+        let mut report = verify_one(db, tenant_id, chain).await?;
+        verified += report.verified_events;
+        if !report.intact {
+            report.verified_events = verified;
+            report.problem = report
+                .problem
+                .map(|problem| format!("{} chain: {problem}", chain.name()));
+            return Ok(report);
+        }
+    }
+    Ok(ChainReport {
+        verified_events: verified,
+        intact: true,
+        first_broken: None,
+        problem: None,
+    })
+}
+
+async fn verify_one(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    chain: Chain,
+) -> AppResult<ChainReport> {
+    // The tip before the walk; events appended while the walk runs come after it.
+    let head = audit_chain::Entity::find_by_id((tenant_id, chain.id()))
+        .one(db)
+        .await?;
+    let (head_seq, head_hash) = head.map_or((0, GENESIS.to_owned()), |h| (h.seq, h.hash));
     let mut previous = GENESIS.to_owned();
     let mut expected_seq = 1_i64;
     let mut verified = 0_u64;
@@ -643,12 +836,13 @@ pub async fn verify_chain(db: &impl ConnectionTrait, tenant_id: Uuid) -> AppResu
     };
     let checkpoint = audit_checkpoint::Entity::find()
         .filter(audit_checkpoint::Column::TenantId.eq(tenant_id))
+        .filter(audit_checkpoint::Column::Chain.eq(chain.id()))
         .order_by_desc(audit_checkpoint::Column::Seq)
         .one(db)
         .await?;
     if let Some(cp) = &checkpoint {
         if !checkpoint_signature_valid(db, cp).await? {
-            let first = first_event_after(db, tenant_id, cp.seq).await?;
+            let first = first_event_after(db, tenant_id, chain, cp.seq).await?;
             return Ok(broken(
                 0,
                 first,
@@ -661,11 +855,15 @@ pub async fn verify_chain(db: &impl ConnectionTrait, tenant_id: Uuid) -> AppResu
         previous.clone_from(&cp.hash);
         expected_seq = cp.seq + 1;
     }
+    // The hash the walk found at the tip's seq, and the events it found beyond the tip.
+    let mut at_tip = (expected_seq - 1 == head_seq).then(|| previous.clone());
+    let mut beyond_tip: Vec<(i64, Uuid)> = Vec::new();
     const PAGE: u64 = 1000;
     let mut after = expected_seq - 1;
     loop {
         let events = audit_event::Entity::find()
             .filter(audit_event::Column::TenantId.eq(tenant_id))
+            .filter(audit_event::Column::Chain.eq(chain.id()))
             .filter(audit_event::Column::Seq.gt(after))
             .order_by_asc(audit_event::Column::Seq)
             .limit(PAGE)
@@ -693,24 +891,40 @@ pub async fn verify_chain(db: &impl ConnectionTrait, tenant_id: Uuid) -> AppResu
                 ));
             }
             previous.clone_from(&event.hash);
+            if event.seq == head_seq {
+                at_tip = Some(event.hash.clone());
+            } else if event.seq > head_seq {
+                beyond_tip.push((event.seq, event.id));
+            }
             expected_seq += 1;
             verified += 1;
         }
     }
-    // The tip must be the last event: otherwise events at the end were removed.
-    let head = audit_chain_head::Entity::find_by_id(tenant_id)
-        .one(db)
-        .await?;
-    let (head_seq, head_hash) = head.map_or((0, GENESIS.to_owned()), |h| (h.seq, h.hash));
-    if head_seq != expected_seq - 1 || (head_seq > 0 && head_hash != previous) {
+    let end = expected_seq - 1;
+    // The recorded tip must be on the chain: otherwise events at the end were removed.
+    if end < head_seq || (head_seq > 0 && at_tip.as_deref() != Some(head_hash.as_str())) {
         return Ok(broken(
             verified,
             None,
             format!(
-                "the chain ends at seq {} but its recorded tip is seq {head_seq}: the latest events are missing",
-                expected_seq - 1
+                "the chain ends at seq {end} but its recorded tip is seq {head_seq}: the latest events are missing"
             ),
         ));
+    }
+    // Events beyond the tip: appended during the walk (the tip has moved on since), or
+    // added behind the writers' backs.
+    if end > head_seq {
+        let now_at = audit_chain::Entity::find_by_id((tenant_id, chain.id()))
+            .one(db)
+            .await?
+            .map_or(0, |h| h.seq);
+        if let Some((seq, id)) = beyond_tip.iter().find(|(seq, _)| *seq > now_at) {
+            return Ok(broken(
+                verified,
+                Some(*id),
+                format!("event seq {seq} lies beyond the chain's recorded tip (seq {now_at})"),
+            ));
+        }
     }
     Ok(ChainReport {
         verified_events: verified,
@@ -723,10 +937,12 @@ pub async fn verify_chain(db: &impl ConnectionTrait, tenant_id: Uuid) -> AppResu
 async fn first_event_after(
     db: &impl ConnectionTrait,
     tenant_id: Uuid,
+    chain: Chain,
     seq: i64,
 ) -> AppResult<Option<Uuid>> {
     Ok(audit_event::Entity::find()
         .filter(audit_event::Column::TenantId.eq(tenant_id))
+        .filter(audit_event::Column::Chain.eq(chain.id()))
         .filter(audit_event::Column::Seq.gt(seq))
         .order_by_asc(audit_event::Column::Seq)
         .one(db)
@@ -737,7 +953,24 @@ async fn first_event_after(
 // ---------------------------------------------------------------------------------------------
 // Retention.
 
+/// What a checkpoint's signature covers. Checkpoints of the changes chain keep the message
+/// they had before there were two chains; those of the reads chain also cover the chain.
 fn checkpoint_message(cp: &audit_checkpoint::Model) -> Vec<u8> {
+    if cp.chain != Chain::Changes.id() {
+        return json!([
+            "renkei-audit-checkpoint/2",
+            cp.chain,
+            cp.id,
+            cp.tenant_id,
+            cp.seq,
+            cp.hash,
+            format_at(cp.purged_before),
+            cp.purged_events,
+            format_at(cp.created_at),
+        ])
+        .to_string()
+        .into_bytes();
+    }
     json!([
         "renkei-audit-checkpoint/1",
         cp.id,
@@ -776,12 +1009,12 @@ async fn checkpoint_signature_valid(
 #[derive(Debug)]
 pub struct Purged {
     pub removed: u64,
-    /// The chain's new starting point; None when nothing was old enough.
-    pub checkpoint_seq: Option<i64>,
+    /// Each chain's new starting point; empty when nothing was old enough.
+    pub checkpoints: Vec<(Chain, i64)>,
 }
 
-/// Removes the tenant's events older than `before`, the longest run from the start of the
-/// chain that is entirely older, and leaves a checkpoint signed with the tenant CA key so the
+/// Removes the tenant's events older than `before`: in each chain the longest run from its
+/// start that is entirely older, leaving a checkpoint signed with the tenant CA key so the
 /// rest still verifies. The caller checks the retention period.
 pub async fn purge(
     db: &DatabaseConnection,
@@ -790,37 +1023,64 @@ pub async fn purge(
     before: DateTime<Utc>,
 ) -> AppResult<Purged> {
     let txn = crate::db::begin_write(db).await?;
-    lock_head(&txn, tenant_id).await?;
-    let first_kept = audit_event::Entity::find()
-        .filter(audit_event::Column::TenantId.eq(tenant_id))
+    let ca = certificates::load_ca(&txn, master_key, tenant_id).await?;
+    let mut purged = Purged {
+        removed: 0,
+        checkpoints: Vec::new(),
+    };
+    // Heads in chain order, as nothing else ever holds both.
+    for chain in Chain::ALL {
+        lock_head(&txn, tenant_id, chain).await?;
+    }
+    for chain in Chain::ALL {
+        if let Some((removed, seq)) = purge_chain(&txn, &ca, tenant_id, chain, before).await? {
+            purged.removed += removed;
+            purged.checkpoints.push((chain, seq));
+        }
+    }
+    if purged.checkpoints.is_empty() {
+        txn.rollback().await?;
+    } else {
+        txn.commit().await?;
+    }
+    Ok(purged)
+}
+
+/// One chain's part of [`purge`]: how many events went, and the checkpoint's seq.
+async fn purge_chain(
+    txn: &impl ConnectionTrait,
+    ca: &pki::CaMaterial,
+    tenant_id: Uuid,
+    chain: Chain,
+    before: DateTime<Utc>,
+) -> AppResult<Option<(u64, i64)>> {
+    let in_chain = || {
+        audit_event::Entity::find()
+            .filter(audit_event::Column::TenantId.eq(tenant_id))
+            .filter(audit_event::Column::Chain.eq(chain.id()))
+    };
+    let first_kept = in_chain()
         .filter(audit_event::Column::At.gte(before))
         .order_by_asc(audit_event::Column::Seq)
-        .one(&txn)
+        .one(txn)
         .await?;
-    let mut last_old = audit_event::Entity::find()
-        .filter(audit_event::Column::TenantId.eq(tenant_id))
-        .order_by_desc(audit_event::Column::Seq);
+    let mut last_old = in_chain().order_by_desc(audit_event::Column::Seq);
     if let Some(kept) = &first_kept {
         last_old = last_old.filter(audit_event::Column::Seq.lt(kept.seq));
     }
-    let Some(last_old) = last_old.one(&txn).await? else {
-        txn.rollback().await?;
-        return Ok(Purged {
-            removed: 0,
-            checkpoint_seq: None,
-        });
+    let Some(last_old) = last_old.one(txn).await? else {
+        return Ok(None);
     };
     // Where the stored chain starts now: 1, or after the previous checkpoint.
-    let first_seq = audit_event::Entity::find()
-        .filter(audit_event::Column::TenantId.eq(tenant_id))
+    let first_seq = in_chain()
         .order_by_asc(audit_event::Column::Seq)
-        .one(&txn)
+        .one(txn)
         .await?
         .map_or(last_old.seq, |e| e.seq);
-    let ca = certificates::load_ca(&txn, master_key, tenant_id).await?;
     let mut cp = audit_checkpoint::Model {
         id: Uuid::now_v7(),
         tenant_id,
+        chain: chain.id(),
         seq: last_old.seq,
         hash: last_old.hash.clone(),
         purged_before: before,
@@ -833,21 +1093,18 @@ pub async fn purge(
         .map_err(|e| AppError::internal(anyhow::anyhow!("signing the audit checkpoint: {e}")))?;
     cp.signature = BASE64.encode(signature);
     // Checkpoint first: on PostgreSQL the append-only trigger lets only events a checkpoint
-    // covers be deleted.
+    // of their chain covers be deleted.
     audit_checkpoint::Entity::insert(audit_checkpoint::ActiveModel::from(cp))
-        .exec_without_returning(&txn)
+        .exec_without_returning(txn)
         .await?;
     let removed = audit_event::Entity::delete_many()
         .filter(audit_event::Column::TenantId.eq(tenant_id))
+        .filter(audit_event::Column::Chain.eq(chain.id()))
         .filter(audit_event::Column::Seq.lte(last_old.seq))
-        .exec(&txn)
+        .exec(txn)
         .await?
         .rows_affected;
-    txn.commit().await?;
-    Ok(Purged {
-        removed,
-        checkpoint_seq: Some(last_old.seq),
-    })
+    Ok(Some((removed, last_old.seq)))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -320,8 +320,9 @@ fn tenant_create_writes_private_credentials_and_expiring_lists_certificates() {
 // ---------------------------------------------------------------------------------------------
 
 /// The keys of one exported event, in the order of the CSV header.
-const AUDIT_KEYS: [&str; 14] = [
+const AUDIT_KEYS: [&str; 15] = [
     "id",
+    "chain",
     "seq",
     "at",
     "actorId",
@@ -541,7 +542,13 @@ fn count_action(events: &[serde_json::Value], action: &str) -> usize {
     events.iter().filter(|e| e["action"] == action).count()
 }
 
-/// Oldest first, one unbroken run of `seq`, times in order, every key of the format.
+/// The exported events of one chain (`changes` or `reads`), in export order.
+fn in_chain<'a>(events: &'a [serde_json::Value], chain: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["chain"] == chain).collect()
+}
+
+/// Oldest first, one unbroken run of `seq` in each chain, times in order, every key of the
+/// format.
 fn assert_export_shape(events: &[serde_json::Value]) {
     for e in events {
         let keys: std::collections::BTreeSet<&str> =
@@ -561,16 +568,24 @@ fn assert_export_shape(events: &[serde_json::Value]) {
             ["ALLOWED", "DENIED", "FAILED"].contains(&e["outcome"].as_str().unwrap()),
             "{e}"
         );
+        assert!(
+            ["changes", "reads"].contains(&e["chain"].as_str().unwrap()),
+            "{e}"
+        );
         at_of(e);
     }
+    for chain in ["changes", "reads"] {
+        for pair in in_chain(events, chain).windows(2) {
+            assert_eq!(
+                pair[1]["seq"].as_i64().unwrap(),
+                pair[0]["seq"].as_i64().unwrap() + 1,
+                "oldest first, no gaps: {} then {}",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
     for pair in events.windows(2) {
-        assert_eq!(
-            pair[1]["seq"].as_i64().unwrap(),
-            pair[0]["seq"].as_i64().unwrap() + 1,
-            "oldest first, no gaps: {} then {}",
-            pair[0],
-            pair[1]
-        );
         assert!(at_of(&pair[0]) <= at_of(&pair[1]), "{pair:?}");
     }
 }
@@ -631,7 +646,11 @@ async fn audit_export_writes_jsonl_and_csv_oldest_first() {
     let jsonl = stdout_of(&out);
     let events = parse_jsonl(&jsonl);
     assert_export_shape(&events);
-    assert_eq!(events[0]["seq"], 1, "the whole log, from its start");
+    assert_eq!(
+        (&events[0]["chain"], &events[0]["seq"]),
+        (&serde_json::json!("changes"), &serde_json::json!(1)),
+        "the whole log, from its start"
+    );
     // Tenant creation (the tenant, its admin, the admin's certificate); then the logins.
     assert_eq!(events[0]["action"], "tenant.create", "{:#?}", events);
     assert_eq!(events[0]["detail"]["slug"], "kita", "{}", events[0]);
@@ -711,10 +730,11 @@ async fn audit_export_writes_jsonl_and_csv_oldest_first() {
     for (row, event) in rows[1..].iter().zip(&events) {
         assert_eq!(row.len(), AUDIT_KEYS.len(), "{row:?}");
         assert_eq!(row[0], event["id"].as_str().unwrap());
-        assert_eq!(row[1], event["seq"].to_string());
-        assert_eq!(row[5], event["action"].as_str().unwrap());
-        assert_eq!(row[13], event["hash"].as_str().unwrap());
-        let detail: serde_json::Value = serde_json::from_str(&row[12])
+        assert_eq!(row[1], event["chain"].as_str().unwrap());
+        assert_eq!(row[2], event["seq"].to_string());
+        assert_eq!(row[6], event["action"].as_str().unwrap());
+        assert_eq!(row[14], event["hash"].as_str().unwrap());
+        let detail: serde_json::Value = serde_json::from_str(&row[13])
             .unwrap_or_else(|e| panic!("detail is not JSON text ({e}): {row:?}"));
         assert_eq!(detail, event["detail"]);
     }
@@ -828,9 +848,10 @@ async fn audit_purge_respects_retention_and_keeps_the_chain_verifiable() {
     serve_and_log_in(dir.path(), &admin, 0).await;
     let fresh = export_jsonl(dir.path(), "kita", &[]);
     assert!(!fresh.is_empty());
+    let seq_of = |e: &&serde_json::Value| e["seq"].as_i64().unwrap();
     assert_eq!(
-        fresh[0]["seq"].as_i64().unwrap(),
-        later.last().unwrap()["seq"].as_i64().unwrap() + 1,
+        in_chain(&fresh, "changes").first().map(seq_of),
+        in_chain(&later, "changes").last().map(|e| seq_of(e) + 1),
         "seq carries on after a purge"
     );
     assert_success(&verify(&[]), "audit verify after purging everything");
@@ -899,4 +920,56 @@ async fn audit_verify_exits_1_and_names_an_altered_event() {
     );
     let unknown = run_in(dir.path(), &["audit", "verify", "--tenant", "nowhere"], &[]);
     assert!(!unknown.status.success());
+}
+
+#[tokio::test]
+async fn the_read_chain_migration_keeps_the_chain_and_is_not_undone_over_read_events() {
+    use sea_orm::{ActiveModelTrait as _, EntityTrait as _, IntoActiveModel as _, Set};
+    let dir = tempfile::tempdir().unwrap();
+    let admin = create_tenant_in(dir.path(), "kita");
+    serve_and_log_in(dir.path(), &admin, 1).await;
+    let events = export_jsonl(dir.path(), "kita", &[]);
+    assert!(
+        events.iter().all(|e| e["chain"] == "changes"),
+        "{events:#?}"
+    );
+    let verify = || run_in(dir.path(), &["audit", "verify", "--tenant", "kita"], &[]);
+
+    // Back to one chain and forward again: the events are the changes chain, unchanged.
+    let out = run_in(dir.path(), &["migrate", "down", "--steps", "1"], &[]);
+    assert_success(&out, "migrate down to one chain");
+    let out = run_in(dir.path(), &["migrate", "up"], &[]);
+    assert_success(&out, "migrate up to two chains");
+    assert_eq!(export_jsonl(dir.path(), "kita", &[]), events);
+    assert_success(&verify(), "audit verify after the round trip");
+
+    // Once the reads chain holds an event, undoing it is refused: events are never dropped.
+    let db = sea_orm::Database::connect(format!(
+        "sqlite://{}?mode=rw",
+        dir.path().join("data/renkei.db").display()
+    ))
+    .await
+    .unwrap();
+    let first: uuid::Uuid = events[0]["id"].as_str().unwrap().parse().unwrap();
+    let mut read = entity::audit_event::Entity::find_by_id(first)
+        .one(&db)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_active_model();
+    let read_id = uuid::Uuid::now_v7();
+    read.id = Set(read_id);
+    read.chain = Set(1);
+    read.seq = Set(1);
+    read.action = Set("user.read".into());
+    read.insert(&db).await.unwrap();
+    db.close().await.unwrap();
+    let out = run_in(dir.path(), &["migrate", "down", "--steps", "1"], &[]);
+    assert!(!out.status.success(), "undoing over read events must fail");
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("read chain"), "{lines:?}");
+    let after = export_jsonl(dir.path(), "kita", &[]);
+    assert!(after.iter().any(|e| e["id"] == read_id.to_string()));
+    assert_eq!(after.len(), events.len() + 1);
 }

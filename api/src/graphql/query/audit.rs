@@ -174,8 +174,8 @@ impl AuditQuery {
         let edges: Vec<AuditEventEdge> = page
             .events
             .into_iter()
-            .map(|model| AuditEventEdge {
-                cursor: audit::cursor(&model),
+            .map(|(cursor, model)| AuditEventEdge {
+                cursor,
                 node: AuditEvent { model, tz },
             })
             .collect();
