@@ -1,6 +1,12 @@
 //! Renkei: the GraphQL backend of a municipal information-sharing system for home medical and
 //! care collaboration (在宅医療・介護連携).
 
+/// mimalloc instead of the system allocator: the live fan-out allocates and frees many small,
+/// short-lived buffers per delivery, where glibc's malloc spent a tenth of the CPU (README,
+/// Benchmarks). Declared here so the server, the tests and the benchmarks all run on it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod app;
 pub mod auth;
 pub mod authz;
