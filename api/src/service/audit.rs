@@ -170,30 +170,7 @@ impl Event {
 /// The changes chain keeps the encoding it had before there were two chains, so its stored
 /// hashes still verify; the reads chain's encoding also covers the chain number.
 fn canonical(model: &audit_event::Model) -> Vec<u8> {
-    if model.chain != Chain::Changes.id() {
-        return json!([
-            CANONICAL_VERSION_CHAINED,
-            model.chain,
-            model.id,
-            model.tenant_id,
-            model.seq,
-            format_at(model.at),
-            model.actor_id,
-            model.session_hash,
-            model.action,
-            model.target_type,
-            model.target_id,
-            model.room_id,
-            outcome_str(model.outcome),
-            model.ip,
-            model.certificate_serial,
-            model.detail,
-        ])
-        .to_string()
-        .into_bytes();
-    }
-    let encoded = json!([
-        CANONICAL_VERSION,
+    let fields = json!([
         model.id,
         model.tenant_id,
         model.seq,
@@ -209,7 +186,29 @@ fn canonical(model: &audit_event::Model) -> Vec<u8> {
         model.certificate_serial,
         model.detail,
     ]);
-    encoded.to_string().into_bytes()
+    versioned(
+        CANONICAL_VERSION,
+        CANONICAL_VERSION_CHAINED,
+        model.chain,
+        fields,
+    )
+}
+
+/// `[v1, fields…]` for the changes chain, `[v2, chain, fields…]` for the others, as compact
+/// JSON.
+fn versioned(v1: &str, v2: &str, chain: i16, fields: Value) -> Vec<u8> {
+    let head = if chain == Chain::Changes.id() {
+        vec![json!(v1)]
+    } else {
+        vec![json!(v2), json!(chain)]
+    };
+    let fields = match fields {
+        Value::Array(fields) => fields,
+        other => vec![other],
+    };
+    Value::Array(head.into_iter().chain(fields).collect())
+        .to_string()
+        .into_bytes()
 }
 
 fn format_at(at: DateTime<Utc>) -> String {
@@ -956,23 +955,7 @@ async fn first_event_after(
 /// What a checkpoint's signature covers. Checkpoints of the changes chain keep the message
 /// they had before there were two chains; those of the reads chain also cover the chain.
 fn checkpoint_message(cp: &audit_checkpoint::Model) -> Vec<u8> {
-    if cp.chain != Chain::Changes.id() {
-        return json!([
-            "renkei-audit-checkpoint/2",
-            cp.chain,
-            cp.id,
-            cp.tenant_id,
-            cp.seq,
-            cp.hash,
-            format_at(cp.purged_before),
-            cp.purged_events,
-            format_at(cp.created_at),
-        ])
-        .to_string()
-        .into_bytes();
-    }
-    json!([
-        "renkei-audit-checkpoint/1",
+    let fields = json!([
         cp.id,
         cp.tenant_id,
         cp.seq,
@@ -980,9 +963,13 @@ fn checkpoint_message(cp: &audit_checkpoint::Model) -> Vec<u8> {
         format_at(cp.purged_before),
         cp.purged_events,
         format_at(cp.created_at),
-    ])
-    .to_string()
-    .into_bytes()
+    ]);
+    versioned(
+        "renkei-audit-checkpoint/1",
+        "renkei-audit-checkpoint/2",
+        cp.chain,
+        fields,
+    )
 }
 
 async fn checkpoint_signature_valid(
@@ -1169,4 +1156,100 @@ pub async fn record_session_expiries(
         }
     }
     Ok(recorded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(chain: Chain) -> audit_event::Model {
+        let id = |s: &str| Uuid::parse_str(s).unwrap();
+        audit_event::Model {
+            id: id("018f0000-0000-7000-8000-000000000001"),
+            tenant_id: id("018f0000-0000-7000-8000-0000000000aa"),
+            chain: chain.id(),
+            seq: 42,
+            at: DateTime::parse_from_rfc3339("2026-11-24T01:02:03.456789Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            actor_id: Some(id("018f0000-0000-7000-8000-0000000000bb")),
+            session_hash: Some("ab".repeat(32)),
+            action: "notes.read".into(),
+            target_type: Some("room".into()),
+            target_id: Some("r1".into()),
+            room_id: None,
+            outcome: AuditOutcome::Allowed,
+            ip: Some("127.0.0.1".into()),
+            certificate_serial: None,
+            detail: r#"{"count":2}"#.into(),
+            hash: String::new(),
+        }
+    }
+
+    /// The expected hashes were computed outside Rust (Python's json and hashlib) from the
+    /// documented encoding: the changes chain's must never change, or stored chains would no
+    /// longer verify.
+    #[test]
+    fn the_canonical_encodings_are_fixed() {
+        let changes = event(Chain::Changes);
+        assert_eq!(
+            String::from_utf8(canonical(&changes)).unwrap(),
+            r#"["renkei-audit/1","018f0000-0000-7000-8000-000000000001","018f0000-0000-7000-8000-0000000000aa",42,"2026-11-24T01:02:03.456789Z","018f0000-0000-7000-8000-0000000000bb","abababababababababababababababababababababababababababababababab","notes.read","room","r1",null,"ALLOWED","127.0.0.1",null,"{\"count\":2}"]"#
+        );
+        assert_eq!(
+            chain_hash(GENESIS, &changes),
+            "c3f29f3ca73b935bcd1ceafbd40b29c1a43a8290a5e21d01c16577980dc97fe3"
+        );
+        assert_eq!(
+            chain_hash(GENESIS, &event(Chain::Reads)),
+            "d8fd19f293170021a0cec0c29fe813fc6a905000c1e90d3bd2459fbfab85a0e4"
+        );
+    }
+
+    #[test]
+    fn checkpoint_messages_name_the_chain_only_beyond_the_first() {
+        let mut cp = audit_checkpoint::Model {
+            id: Uuid::nil(),
+            tenant_id: Uuid::nil(),
+            chain: Chain::Changes.id(),
+            seq: 7,
+            hash: "0".repeat(64),
+            purged_before: DateTime::UNIX_EPOCH,
+            purged_events: 7,
+            created_at: DateTime::UNIX_EPOCH,
+            signature: String::new(),
+        };
+        let nil = Uuid::nil();
+        let zeros = "0".repeat(64);
+        let epoch = "1970-01-01T00:00:00.000000Z";
+        assert_eq!(
+            String::from_utf8(checkpoint_message(&cp)).unwrap(),
+            format!(
+                r#"["renkei-audit-checkpoint/1","{nil}","{nil}",7,"{zeros}","{epoch}",7,"{epoch}"]"#
+            )
+        );
+        cp.chain = Chain::Reads.id();
+        assert_eq!(
+            String::from_utf8(checkpoint_message(&cp)).unwrap(),
+            format!(
+                r#"["renkei-audit-checkpoint/2",1,"{nil}","{nil}",7,"{zeros}","{epoch}",7,"{epoch}"]"#
+            )
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_strangers_are_refused() {
+        let position = Position {
+            changes: 12,
+            reads: 3400,
+        };
+        assert_eq!(
+            Position::parse_cursor(&position.cursor()).unwrap(),
+            position
+        );
+        let old_style = URL_SAFE_NO_PAD.encode("audit:12");
+        for bad in ["", "not-a-cursor", old_style.as_str()] {
+            assert!(Position::parse_cursor(bad).is_err(), "{bad}");
+        }
+    }
 }
