@@ -506,6 +506,17 @@ async fn serve_and_log_in(dir: &std::path::Path, admin: &AdminCredentials, wrong
     assert!(status.success(), "serve ended with {status:?}");
 }
 
+/// The SQLite database `renkei` keeps in `dir`, opened directly (as someone with access to the
+/// file could).
+async fn open_database(dir: &std::path::Path) -> sea_orm::DatabaseConnection {
+    sea_orm::Database::connect(format!(
+        "sqlite://{}?mode=rw",
+        dir.join("data/renkei.db").display()
+    ))
+    .await
+    .unwrap()
+}
+
 /// `renkei audit export --format jsonl`: one JSON object per line.
 fn export_jsonl(dir: &std::path::Path, slug: &str, extra: &[&str]) -> Vec<serde_json::Value> {
     let mut args = vec!["audit", "export", "--tenant", slug, "--format", "jsonl"];
@@ -891,12 +902,7 @@ async fn audit_verify_exits_1_and_names_an_altered_event() {
         .find(|e| e["action"] == "login.failure")
         .unwrap();
     let id: uuid::Uuid = failure["id"].as_str().unwrap().parse().unwrap();
-    let db = sea_orm::Database::connect(format!(
-        "sqlite://{}?mode=rw",
-        dir.path().join("data/renkei.db").display()
-    ))
-    .await
-    .unwrap();
+    let db = open_database(dir.path()).await;
     let row = entity::audit_event::Entity::find_by_id(id)
         .one(&db)
         .await
@@ -944,12 +950,7 @@ async fn the_read_chain_migration_keeps_the_chain_and_is_not_undone_over_read_ev
     assert_success(&verify(), "audit verify after the round trip");
 
     // Once the reads chain holds an event, undoing it is refused: events are never dropped.
-    let db = sea_orm::Database::connect(format!(
-        "sqlite://{}?mode=rw",
-        dir.path().join("data/renkei.db").display()
-    ))
-    .await
-    .unwrap();
+    let db = open_database(dir.path()).await;
     let first: uuid::Uuid = events[0]["id"].as_str().unwrap().parse().unwrap();
     let mut read = entity::audit_event::Entity::find_by_id(first)
         .one(&db)
