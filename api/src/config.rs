@@ -161,7 +161,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "password_hash_concurrency",
         default: "0",
-        doc: "Argon2id hashes running at once, on threads of lowest CPU priority (Linux SCHED_IDLE); 0 = half the CPUs (at least 1). Bounds the memory and CPU a login storm can take from other requests.",
+        doc: "Argon2id hashes running at once, on threads of lowest CPU priority (Linux SCHED_IDLE); 0 = one per CPU (at that priority a hash only takes CPU time other work leaves free). Bounds the memory and CPU a login storm can take from other requests.",
     },
     Setting {
         key: "certificate_check_interval_seconds",

@@ -4,7 +4,7 @@
 //! does not fail on timing).
 //!
 //! A real server is spawned in-process over TLS (the e2e harness), with
-//! the server's default `RENKEI_PASSWORD_HASH_CONCURRENCY` (0 = half the CPUs), as in production. Every login presents the user's client certificate and password.
+//! the server's default `RENKEI_PASSWORD_HASH_CONCURRENCY` (0 = one per CPU), as in production. Every login presents the user's client certificate and password.
 //!
 //! Run: `cargo bench -p renkei-tests --bench login` (release profile; `RENKEI_TEST_DB=postgres`
 //! to run on PostgreSQL and Redis instead of SQLite and the in-process stores).
@@ -29,7 +29,7 @@ const ME_WARMUP: usize = 20;
 const STORM_DURATION: Duration = Duration::from_secs(10);
 /// How long the storm runs before `me` is measured under it.
 const STORM_RAMP_UP: Duration = Duration::from_secs(1);
-/// 0 = the server default (half the CPUs).
+/// 0 = the server default (one per CPU).
 const HASH_CONCURRENCY: &str = "0";
 
 const LOGIN: &str = "mutation($t:String!,$l:String!,$p:String!){ login(tenant:$t, loginId:$l, password:$p){ token } }";
