@@ -256,6 +256,18 @@ fn parse_stat(text: &str) -> Option<(String, u64)> {
     Some((comm, utime + stime))
 }
 
+/// The entries of `dir` named by a number (processes in `/proc`, threads in a `task` folder).
+fn numbered_entries(dir: &str) -> Vec<(u32, std::path::PathBuf)> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn read_stat(path: std::path::PathBuf) -> Option<(String, u64)> {
     std::fs::read_to_string(path)
         .ok()
@@ -322,38 +334,20 @@ fn cpu_now() -> Cpu {
     let n = |i: usize| numbers.get(i).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal
     let mut threads = HashMap::new();
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for task in tasks.flatten() {
-            let Some(tid) = task
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Some((comm, ticks)) = read_stat(task.path().join("stat")) {
-                threads.insert(tid, (group_of_thread(&comm), ticks));
-            }
+    for (tid, path) in numbered_entries("/proc/self/task") {
+        if let Some((comm, ticks)) = read_stat(path.join("stat")) {
+            threads.insert(tid, (group_of_thread(&comm), ticks));
         }
     }
     let own = read_stat("/proc/self/stat".into()).map_or(0, |(_, t)| t);
     let me = std::process::id();
     let mut others = HashMap::new();
-    if let Ok(procs) = std::fs::read_dir("/proc") {
-        for entry in procs.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if pid == me {
-                continue;
-            }
-            if let Some(stat) = read_stat(entry.path().join("stat")) {
-                others.insert(pid, stat);
-            }
+    for (pid, path) in numbered_entries("/proc") {
+        if pid == me {
+            continue;
+        }
+        if let Some(stat) = read_stat(path.join("stat")) {
+            others.insert(pid, stat);
         }
     }
     Cpu {

@@ -96,15 +96,11 @@ async fn session(app: &TestApp, person: &Person) -> TestClient {
 /// A session past the initial password change and the pledge. The flags is cleared in the database (a real
 /// change is tested on its own below) because each Argon2id run takes a while.
 async fn working_session(app: &TestApp, person: &Person) -> TestClient {
-    let user = entity::user::Entity::find_by_id(person.id)
-        .one(&app.db)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut active = user.into_active_model();
-    active.must_change_password = Set(false);
-    active.pledge_accepted_at = Set(Some(chrono::Utc::now()));
-    active.update(&app.db).await.unwrap();
+    app.edit_user(person.id, |active| {
+        active.must_change_password = Set(false);
+        active.pledge_accepted_at = Set(Some(chrono::Utc::now()));
+    })
+    .await;
     session(app, person).await
 }
 

@@ -128,36 +128,24 @@ async fn working_session(app: &TestApp, person: &Person) -> TestClient {
 }
 
 async fn mark_pledged(app: &TestApp, id: Uuid) {
-    let user = entity::user::Entity::find_by_id(id)
-        .one(&app.db)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut active = user.into_active_model();
-    active.pledge_accepted_at = Set(Some(chrono::Utc::now()));
-    active.update(&app.db).await.unwrap();
+    app.edit_user(id, |active| {
+        active.pledge_accepted_at = Set(Some(chrono::Utc::now()));
+    })
+    .await;
 }
 
 async fn mark_password_changed(app: &TestApp, id: Uuid) {
-    let user = entity::user::Entity::find_by_id(id)
-        .one(&app.db)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut active = user.into_active_model();
-    active.must_change_password = Set(false);
-    active.update(&app.db).await.unwrap();
+    app.edit_user(id, |active| {
+        active.must_change_password = Set(false);
+    })
+    .await;
 }
 
 async fn set_user_status(app: &TestApp, id: Uuid, status: AccountStatus) {
-    let user = entity::user::Entity::find_by_id(id)
-        .one(&app.db)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut active = user.into_active_model();
-    active.status = Set(status);
-    active.update(&app.db).await.unwrap();
+    app.edit_user(id, |active| {
+        active.status = Set(status);
+    })
+    .await;
 }
 
 async fn set_facility_status(app: &TestApp, id: Uuid, status: AccountStatus) {

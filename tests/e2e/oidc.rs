@@ -2,10 +2,7 @@
 //! the provider replaces the password, never the certificate.
 
 use reqwest::StatusCode;
-use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, IntoActiveModel as _,
-    PaginatorTrait as _, QueryFilter as _, Set,
-};
+use sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _, Set};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -101,17 +98,6 @@ async fn link(app: &TestApp, idp: &TestIdp, person: &Person, subject: &str) {
     )
     .await
     .expect("linked");
-}
-
-async fn set_status(app: &TestApp, id: Uuid, edit: impl FnOnce(&mut entity::user::ActiveModel)) {
-    let user = entity::user::Entity::find_by_id(id)
-        .one(&app.db)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut active = user.into_active_model();
-    edit(&mut active);
-    active.update(&app.db).await.unwrap();
 }
 
 async fn error_body(resp: reqwest::Response) -> (StatusCode, Value) {
@@ -491,31 +477,34 @@ async fn roles_suspension_and_locks_are_checked_as_for_password_logins() {
     s.expect_refused(&landing, "role_not_allowed").await;
 
     s.idp.login_as("kc-chief", None, false).await;
-    set_status(&s.app, chief.id, |u| {
-        u.status = Set(AccountStatus::Suspended);
-        u.suspension_reason = Set(Some("on leave".into()));
-    })
-    .await;
+    s.app
+        .edit_user(chief.id, |u| {
+            u.status = Set(AccountStatus::Suspended);
+            u.suspension_reason = Set(Some("on leave".into()));
+        })
+        .await;
     let landing = s.browser(&chief).log_in(&s.app, SLUG).await;
     s.expect_refused(&landing, "suspended").await;
 
-    set_status(&s.app, chief.id, |u| {
-        u.status = Set(AccountStatus::Locked);
-        u.suspension_reason = Set(None);
-        u.locked_until = Set(Some(chrono::Utc::now() + chrono::Duration::hours(1)));
-    })
-    .await;
+    s.app
+        .edit_user(chief.id, |u| {
+            u.status = Set(AccountStatus::Locked);
+            u.suspension_reason = Set(None);
+            u.locked_until = Set(Some(chrono::Utc::now() + chrono::Duration::hours(1)));
+        })
+        .await;
     let landing = s.browser(&chief).log_in(&s.app, SLUG).await;
     s.expect_refused(&landing, "locked").await;
     let event = expect_failure_audit(&s.app, s.admin.tenant_id, &s.idp.issuer, "locked").await;
     assert_eq!(event.actor_id, Some(chief.id));
 
     // Active again, the same login goes through.
-    set_status(&s.app, chief.id, |u| {
-        u.status = Set(AccountStatus::Active);
-        u.locked_until = Set(None);
-    })
-    .await;
+    s.app
+        .edit_user(chief.id, |u| {
+            u.status = Set(AccountStatus::Active);
+            u.locked_until = Set(None);
+        })
+        .await;
     let token = s
         .browser(&chief)
         .log_in(&s.app, SLUG)
@@ -528,7 +517,8 @@ async fn roles_suspension_and_locks_are_checked_as_for_password_logins() {
 }
 
 async fn set_email(app: &TestApp, id: Uuid, email: &str) {
-    set_status(app, id, |u| u.email = Set(Some(email.into()))).await;
+    app.edit_user(id, |u| u.email = Set(Some(email.into())))
+        .await;
 }
 
 #[tokio::test]

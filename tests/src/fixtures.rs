@@ -239,17 +239,26 @@ impl TestApp {
     /// something else. Both flags are set in the database rather than through the API (tested
     /// on their own): in a debug build a real password change costs seconds of Argon2id.
     pub async fn ready_session(&self, person: &Person) -> TestClient {
-        let user = entity::user::Entity::find_by_id(person.id)
+        self.edit_user(person.id, |active| {
+            active.must_change_password = Set(false);
+            active.pledge_accepted_at = Set(Some(chrono::Utc::now()));
+            active.pledge_version = Set(Some(renkei::service::accounts::PLEDGE_VERSION.into()));
+        })
+        .await;
+        self.login(person).await
+    }
+
+    /// Changes a user's row directly in the database (set-up of states the API reaches only
+    /// slowly or not at all).
+    pub async fn edit_user(&self, id: Uuid, edit: impl FnOnce(&mut entity::user::ActiveModel)) {
+        let user = entity::user::Entity::find_by_id(id)
             .one(&self.db)
             .await
             .unwrap()
-            .expect("person exists");
+            .expect("user exists");
         let mut active = user.into_active_model();
-        active.must_change_password = Set(false);
-        active.pledge_accepted_at = Set(Some(chrono::Utc::now()));
-        active.pledge_version = Set(Some(renkei::service::accounts::PLEDGE_VERSION.into()));
+        edit(&mut active);
         active.update(&self.db).await.unwrap();
-        self.login(person).await
     }
 
     /// Logs in, replaces the initial password with a good one and accepts the pledge: a user

@@ -36,8 +36,9 @@ const RESOLVE_AHEAD: usize = 16;
 pub const AUDIT_WINDOW: Duration = Duration::from_secs(1);
 
 /// Streams are flushed in this many slices spread over the window (stream id modulo), so 500
-/// subscribers give 50 audit events every 100 ms rather than 500 at once, which held the
-/// tenant's audit chain (and so the next posted note) for tens of milliseconds.
+/// subscribers give 50 audit events every 100 ms rather than 500 at once: a steady trickle for
+/// the read-event writer instead of a burst each second. (Bursts once held the tenant's only
+/// audit chain, and so the next posted note; reads now have a chain of their own.)
 const AUDIT_SLICES: u64 = 10;
 
 /// An event with the row it names, read once for all streams of the instance.

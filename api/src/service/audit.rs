@@ -234,8 +234,12 @@ pub fn chain_hash(previous: &str, model: &audit_event::Model) -> String {
 /// Writes `event` as part of the caller's transaction: it commits or rolls back with the change
 /// it describes. Open the transaction with [`crate::db::begin_write`].
 pub async fn record(db: &impl ConnectionTrait, event: Event) -> AppResult<Uuid> {
+    record_in(db, Chain::Changes, event).await
+}
+
+async fn record_in(db: &impl ConnectionTrait, chain: Chain, event: Event) -> AppResult<Uuid> {
     let tenant_id = event.tenant_id;
-    let ids = append(db, tenant_id, Chain::Changes, vec![event]).await?;
+    let ids = append(db, tenant_id, chain, vec![event]).await?;
     ids.into_iter()
         .next()
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("audit append returned no id")))
@@ -267,12 +271,7 @@ pub async fn record_now(db: &DatabaseConnection, event: Event) -> AppResult<Uuid
 
 async fn record_now_in(db: &DatabaseConnection, chain: Chain, event: Event) -> AppResult<Uuid> {
     let txn = crate::db::begin_write(db).await?;
-    let tenant_id = event.tenant_id;
-    let id = append(&txn, tenant_id, chain, vec![event])
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| AppError::internal(anyhow::anyhow!("audit append returned no id")))?;
+    let id = record_in(&txn, chain, event).await?;
     txn.commit().await?;
     Ok(id)
 }
