@@ -31,6 +31,7 @@ pub struct App {
     router: axum::Router,
     background: Vec<JoinHandle<()>>,
     audit_writer: JoinHandle<()>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl App {
@@ -40,6 +41,8 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         create_private_dir(&config.data_dir)?;
         let mut db = crate::db::connect(&config).await?;
+        // One instance migrates and bootstraps; the others wait here (released below).
+        let migration_lock = crate::db::MigrationLock::acquire(&config).await?;
         let applied = crate::db::migrate_up(&db).await?;
         if applied > 0 {
             tracing::info!(applied, "database migrated");
@@ -142,13 +145,16 @@ impl App {
         {
             tracing::info!(path = %path.display(), "bootstrap: created tenant demo with CITY_ADMIN admin; credentials written (shown nowhere else)");
         }
+        migration_lock.release().await;
         state.trust.reload(&state.db).await?;
         let background = spawn_background(&state);
 
         let schema = graphql::build_schema(&state.config, Some(state.clone()));
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let router = http::router(HttpState {
             app: state.clone(),
             schema,
+            draining: draining.clone(),
         });
         Ok(App {
             listener,
@@ -158,6 +164,7 @@ impl App {
             router,
             background,
             audit_writer,
+            draining,
         })
     }
 
@@ -169,10 +176,24 @@ impl App {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests within the grace period.
+    /// Serves until `shutdown` resolves; then `/readyz` says draining while the server keeps
+    /// serving for `shutdown_drain`, and in-flight requests finish within the grace period.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tracing::info!(addr = %self.local_addr, "listening on https://{}", self.local_addr);
         let grace = self.state.config.shutdown_grace;
+        let drain = self.state.config.shutdown_drain;
+        let draining = self.draining.clone();
+        let shutdown = async move {
+            shutdown.await;
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            if !drain.is_zero() {
+                tracing::info!(
+                    ?drain,
+                    "draining: /readyz answers 503 before connections close"
+                );
+                tokio::time::sleep(drain).await;
+            }
+        };
         tls::serve(self.listener, self.tls, self.router, shutdown, grace).await;
         for task in self.background {
             task.abort();

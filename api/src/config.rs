@@ -104,6 +104,11 @@ pub const SETTINGS: &[Setting] = &[
         doc: "On SIGTERM/SIGINT: how long in-flight requests may finish before connections are closed.",
     },
     Setting {
+        key: "shutdown_drain_seconds",
+        default: "0",
+        doc: "On SIGTERM/SIGINT: how long to keep accepting and serving while `/readyz` answers 503 `draining`, so a load balancer stops sending first; then the grace period begins. Set it to the balancer's check interval times its failure count.",
+    },
+    Setting {
         key: "master_key",
         default: "(generated)",
         doc: "Base64 of 32 random bytes (`openssl rand -base64 32`) that seals every tenant CA's private key. Unset: generated once into `<data_dir>/master.key` (0600). Required in production, where all replicas must share it. Secret.",
@@ -245,7 +250,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "bootstrap",
-        default: "true",
+        default: "(true in development, false in production)",
         doc: "On an empty database, create tenant `demo` (デモ市) with CITY_ADMIN `admin` and write its credentials to `<data_dir>/bootstrap/credentials.json` (0600).",
     },
     Setting {
@@ -342,6 +347,7 @@ pub struct Config {
     pub graphql_max_complexity: usize,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    pub shutdown_drain: Duration,
     pub default_time_zone: chrono_tz::Tz,
     pub master_key: Option<SecretString>,
     pub trusted_proxies: Vec<IpNet>,
@@ -784,6 +790,8 @@ impl Config {
             ));
         }
         let bootstrap = match raw.value("bootstrap").unwrap_or_default() {
+            // Production's first tenant comes from `renkei tenant create`.
+            "" => env == Environment::Development,
             "true" | "1" | "yes" => true,
             "false" | "0" | "no" => false,
             other => return Err(raw.err("bootstrap", format!("'{other}' is not true or false"))),
@@ -856,6 +864,9 @@ impl Config {
             shutdown_grace: Duration::from_secs(
                 raw.parse("shutdown_grace_seconds", "a whole number of seconds")?,
             ),
+            shutdown_drain: Duration::from_secs(
+                raw.parse("shutdown_drain_seconds", "a whole number of seconds")?,
+            ),
             default_time_zone,
         })
     }
@@ -874,6 +885,20 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn bootstrap_is_on_in_development_off_in_production_unless_set() {
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let dev = Config::from_sources(None, env(&[])).unwrap();
+        assert!(dev.bootstrap);
+        let prod = env(&[("RENKEI_ENV", "production"), ("RENKEI_MASTER_KEY", key)]);
+        assert!(!Config::from_sources(None, prod.clone()).unwrap().bootstrap);
+        let mut explicit = prod;
+        explicit.push(("RENKEI_BOOTSTRAP".into(), "true".into()));
+        assert!(Config::from_sources(None, explicit).unwrap().bootstrap);
+        let off = env(&[("RENKEI_BOOTSTRAP", "false")]);
+        assert!(!Config::from_sources(None, off).unwrap().bootstrap);
     }
 
     #[test]

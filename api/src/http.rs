@@ -23,6 +23,8 @@ use crate::state::AppState;
 pub struct HttpState {
     pub app: AppState,
     pub schema: RenkeiSchema,
+    /// Set when SIGTERM arrives: `/readyz` answers 503 `draining` from then on.
+    pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub const SESSION_COOKIE: &str = "__Host-renkei_session";
@@ -487,7 +489,8 @@ async fn healthz() -> Response {
 
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// 200 when the database and (if configured) Redis answer; 503 naming those that do not.
+/// 200 when the database and (if configured) Redis answer and shutdown has not begun; 503
+/// naming what fails.
 async fn readyz(State(state): State<HttpState>) -> Response {
     let app = &state.app;
     let db_ok = matches!(
@@ -502,6 +505,9 @@ async fn readyz(State(state): State<HttpState>) -> Response {
         ),
     };
     let mut failing = Vec::new();
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        failing.push("draining");
+    }
     if !db_ok {
         failing.push("database");
     }

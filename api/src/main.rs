@@ -23,27 +23,33 @@ fn main() -> ExitCode {
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("renkei: {e}");
+            renkei::telemetry::fatal(None, &e.to_string());
             return ExitCode::from(2);
         }
     };
     renkei::telemetry::init(&config);
+    let log_config = config.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("renkei: cannot start the async runtime: {e}");
+            renkei::telemetry::fatal(
+                Some(&config),
+                &format!("cannot start the async runtime: {e}"),
+            );
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("renkei: {}", renkei::db::one_line(&format!("{e:#}")));
+            renkei::telemetry::fatal(Some(&log_config), &renkei::db::one_line(&format!("{e:#}")));
             if e.downcast_ref::<renkei::ops_audit::UsageError>().is_some() {
                 ExitCode::from(2)
+            } else if e.downcast_ref::<renkei::db::SchemaBehind>().is_some() {
+                ExitCode::from(3)
             } else {
                 ExitCode::FAILURE
             }
@@ -105,7 +111,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Certificates {
             action: CertificatesAction::Expiring { tenant, within },
         } => {
-            let ops = renkei::ops::Ops::open(config).await?;
+            let ops = renkei::ops::Ops::open_read_only(config).await?;
             let rows = ops.expiring(&tenant, within).await?;
             println!(
                 "{:<24} {:<34} {:<20} not after",
@@ -134,7 +140,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 }
 
 async fn audit(action: AuditAction, config: Config) -> anyhow::Result<()> {
-    let ops = renkei::ops::Ops::open(config).await?;
+    let ops = match action {
+        AuditAction::Purge { .. } => renkei::ops::Ops::open(config).await?,
+        AuditAction::Export { .. } | AuditAction::Verify { .. } => {
+            renkei::ops::Ops::open_read_only(config).await?
+        }
+    };
     match action {
         AuditAction::Export {
             tenant,

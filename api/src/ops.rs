@@ -25,10 +25,26 @@ pub struct ExpiringRow {
 }
 
 impl Ops {
-    /// Connects and migrates; the master key must be the servers' (config or data dir).
+    /// Connects and migrates (under the migration lock, as `serve` does), for commands that
+    /// write; the master key must be the servers' (config or data dir).
     pub async fn open(config: Config) -> anyhow::Result<Ops> {
         let db = crate::db::connect(&config).await?;
-        crate::db::migrate_up(&db).await?;
+        let lock = crate::db::MigrationLock::acquire(&config).await?;
+        let migrated = crate::db::migrate_up(&db).await;
+        lock.release().await;
+        migrated?;
+        Self::with(config, db)
+    }
+
+    /// For commands that only read: never migrates, refuses with
+    /// [`crate::db::SchemaBehind`] when the schema is behind this binary.
+    pub async fn open_read_only(config: Config) -> anyhow::Result<Ops> {
+        let db = crate::db::connect(&config).await?;
+        crate::db::require_current_schema(&db).await?;
+        Self::with(config, db)
+    }
+
+    fn with(config: Config, db: sea_orm::DatabaseConnection) -> anyhow::Result<Ops> {
         let master_key = crate::app::load_master_key(&config)?;
         Ok(Ops {
             config: Arc::new(config),
