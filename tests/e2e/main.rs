@@ -10,6 +10,7 @@ mod health;
 mod login;
 mod multi_instance;
 mod oidc;
+mod ops;
 mod room_content;
 mod room_instances;
 mod room_live;

@@ -974,3 +974,241 @@ async fn the_read_chain_migration_keeps_the_chain_and_is_not_undone_over_read_ev
     assert!(after.iter().any(|e| e["id"] == read_id.to_string()));
     assert_eq!(after.len(), events.len() + 1);
 }
+
+/// A fresh PostgreSQL database when `RENKEI_TEST_DB=postgres`, else None (SQLite in the dir).
+async fn fresh_pg_database() -> Option<String> {
+    if !matches!(
+        std::env::var("RENKEI_TEST_DB").as_deref(),
+        Ok("postgres" | "postgresql" | "pg")
+    ) {
+        return None;
+    }
+    use sea_orm::ConnectionTrait as _;
+    let admin_url = std::env::var("RENKEI_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = sea_orm::Database::connect(&admin_url).await.unwrap();
+    let name = format!("renkei_cli_{}", uuid_like());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap();
+    admin.close().await.ok();
+    let base = admin_url.rsplit_once('/').unwrap().0;
+    Some(format!("{base}/{name}"))
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// Reads a child's stderr until it says it listens (true) or ends (false); keeps the lines.
+fn wait_listening(child: &mut std::process::Child) -> (bool, Vec<String>) {
+    use std::io::BufRead as _;
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) => {
+                let up = line.contains("listening on");
+                lines.push(line);
+                if up {
+                    // Keep draining stderr so the child never blocks on a full pipe.
+                    std::thread::spawn(move || while rx.recv().is_ok() {});
+                    return (true, lines);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return (false, lines),
+        }
+    }
+    (false, lines)
+}
+
+/// Any number of replicas may start at once on an empty database: exactly one migrates and
+/// bootstraps under the migration lock, and every one comes up.
+#[tokio::test]
+async fn three_serve_instances_started_at_once_on_an_empty_database_all_come_up() {
+    use sea_orm::{ConnectionTrait as _, Statement};
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = fresh_pg_database().await;
+        let mut children = Vec::new();
+        for i in 0..3 {
+            let mut cmd = renkei();
+            cmd.current_dir(dir.path())
+                .arg("serve")
+                .env("RENKEI_LISTEN", "127.0.0.1:0")
+                .env("RENKEI_LOG", "info")
+                .env("RENKEI_BOOTSTRAP", "true")
+                .env("RENKEI_PASSWORD_HASH_CONCURRENCY", "1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            if let Some(url) = &pg {
+                // Replicas: one database, one master key, each its own data directory.
+                cmd.env("RENKEI_DATABASE_URL", url)
+                    .env(
+                        "RENKEI_MASTER_KEY",
+                        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+                    )
+                    .env("RENKEI_DATA_DIR", dir.path().join(format!("data{i}")));
+            }
+            children.push(cmd.spawn().unwrap());
+        }
+        let mut outcomes = Vec::new();
+        for child in &mut children {
+            outcomes.push(wait_listening(child));
+        }
+        for child in &children {
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+        }
+        for child in &mut children {
+            child.wait().unwrap();
+        }
+        for (i, (up, lines)) in outcomes.iter().enumerate() {
+            assert!(
+                up,
+                "round {round}, instance {i} did not come up: {lines:#?}"
+            );
+        }
+        let db = match &pg {
+            Some(url) => sea_orm::Database::connect(url).await.unwrap(),
+            None => open_database(dir.path()).await,
+        };
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT COUNT(*) AS n FROM tenants",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let n: i64 = row.try_get("", "n").unwrap();
+        assert_eq!(n, 1, "round {round}: one bootstrapped tenant");
+        db.close().await.ok();
+    }
+}
+
+/// `audit verify`, `audit export` and `certificates expiring` only read: on a database whose
+/// schema is behind they say so in one line, exit 3, and leave the schema as it was.
+#[test]
+fn read_only_commands_refuse_when_the_schema_is_behind_and_never_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = |dir: &std::path::Path| {
+        stdout_of(&run_in(
+            dir,
+            &["migrate", "status"],
+            &[("RENKEI_LOG", "off")],
+        ))
+    };
+    for setup in [&["migrate", "status"][..], &["migrate", "up"][..]] {
+        assert_success(
+            &run_in(dir.path(), setup, &[("RENKEI_LOG", "off")]),
+            "setup",
+        );
+        if setup[1] == "up" {
+            assert_success(
+                &run_in(
+                    dir.path(),
+                    &["migrate", "down", "--steps", "1"],
+                    &[("RENKEI_LOG", "off")],
+                ),
+                "migrate down",
+            );
+        }
+        let before = status(dir.path());
+        assert!(before.contains("Pending"), "{before}");
+        for args in [
+            &["audit", "verify", "--tenant", "demo"][..],
+            &["audit", "export", "--tenant", "demo"][..],
+            &["certificates", "expiring", "--tenant", "demo"][..],
+        ] {
+            let out = run_in(dir.path(), args, &[]);
+            assert_eq!(out.status.code(), Some(3), "{args:?}");
+            let lines = stderr_lines(&out);
+            assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+            assert!(lines[0].contains("renkei migrate up"), "{lines:?}");
+            assert_eq!(status(dir.path()), before, "{args:?} changed the schema");
+        }
+    }
+}
+
+/// With `log_format = json` even a fatal start-up error is a JSON record, whether the
+/// configuration loaded or not.
+#[test]
+fn fatal_start_up_errors_are_json_in_json_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [&[(&str, &str)]; 2] = [
+        &[("RENKEI_LISTEN", "not-an-address")],
+        &[
+            (
+                "RENKEI_DATABASE_URL",
+                "postgres://renkei:secretpw@127.0.0.1:1/renkei",
+            ),
+            ("RENKEI_DATABASE_CONNECT_TIMEOUT_SECONDS", "1"),
+            ("RENKEI_LOG", "error"),
+        ],
+    ];
+    for envs in cases {
+        let mut cmd = renkei();
+        cmd.current_dir(dir.path())
+            .arg("serve")
+            .env("RENKEI_LOG_FORMAT", "json");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        let lines = stderr_lines(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let record: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(record["level"], "ERROR", "{record}");
+        assert!(!lines[0].contains("secretpw"), "{lines:?}");
+    }
+}
+
+/// Logs written to a pipe carry no colour codes, and each migration is one line.
+#[test]
+fn migrations_log_one_plain_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let pending = stdout_of(&run_in(
+        dir.path(),
+        &["migrate", "status"],
+        &[("RENKEI_LOG", "off")],
+    ))
+    .lines()
+    .filter(|l| l.starts_with("Pending"))
+    .count();
+    assert!(pending > 0);
+    let out = run_in(dir.path(), &["migrate", "up"], &[("RENKEI_LOG", "info")]);
+    assert_success(&out, "migrate up");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escape in piped logs: {stderr}"
+    );
+    let migration_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("m20") || l.to_lowercase().contains("migration"))
+        .collect();
+    assert_eq!(migration_lines.len(), pending, "{migration_lines:#?}");
+}
