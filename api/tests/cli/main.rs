@@ -168,8 +168,9 @@ fn migrate_up_status_down_round_trip() {
 }
 
 /// The README's first command on a fresh checkout: `renkei serve` creates ./data and answers.
+/// (How fast it starts is a benchmark figure, not asserted here: a busy CI machine varies.)
 #[tokio::test]
-async fn serve_on_a_fresh_directory_creates_data_and_answers_within_two_seconds() {
+async fn serve_on_a_fresh_directory_creates_data_and_answers() {
     let dir = tempfile::tempdir().unwrap();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -181,6 +182,8 @@ async fn serve_on_a_fresh_directory_creates_data_and_answers_within_two_seconds(
         .arg("serve")
         .env("RENKEI_LISTEN", format!("127.0.0.1:{port}"))
         .env("RENKEI_LOG", "warn")
+        // Far longer than the wait below: a shutdown that waited for the grace period shows.
+        .env("RENKEI_SHUTDOWN_GRACE_SECONDS", "600")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -192,13 +195,13 @@ async fn serve_on_a_fresh_directory_creates_data_and_answers_within_two_seconds(
         .build()
         .unwrap();
     let mut healthy = None;
-    while started.elapsed() < Duration::from_secs(10) {
+    while started.elapsed() < Duration::from_secs(120) {
         if let Ok(resp) = client
             .get(format!("https://127.0.0.1:{port}/healthz"))
             .send()
             .await
         {
-            healthy = Some((resp.status(), started.elapsed()));
+            healthy = Some(resp.status());
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -222,13 +225,12 @@ async fn serve_on_a_fresh_directory_creates_data_and_answers_within_two_seconds(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(
-        stopping.elapsed() < Duration::from_secs(5),
-        "shutdown took {:?}",
+        stopping.elapsed() < Duration::from_secs(300),
+        "shutdown waited for the grace period: {:?}",
         stopping.elapsed()
     );
-    let (code, elapsed) = healthy.expect("healthz answered");
+    let code = healthy.expect("healthz answered");
     assert_eq!(code, 200);
-    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
     assert_eq!(ready.unwrap(), 200);
     assert!(dir.path().join("data/renkei.db").exists());
     assert!(dir.path().join("data/tls/server.crt").exists());
