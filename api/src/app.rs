@@ -119,6 +119,7 @@ impl App {
             oidc: crate::service::oidc::Providers::new(&config)
                 .context("setting up the identity provider client")?,
             statements,
+            notify: crate::notify::worker::Wake::default(),
             authz: Arc::new(authz),
             audit,
             config: Arc::new(config),
@@ -213,6 +214,11 @@ fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
                 Ok(n) => tracing::info!(expired = n, "marked expired client certificates"),
                 Err(e) => tracing::warn!(error = ?e, "certificate expiry check failed"),
             }
+            match crate::notify::sweep::certificates(&s.db, &s.config).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(notices = n, "certificate expiry notices written"),
+                Err(e) => tracing::warn!(error = ?e, "certificate expiry notices failed"),
+            }
         }
     }));
     if let Some(redis) = &state.redis {
@@ -242,6 +248,10 @@ fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
     tasks.push(tokio::spawn(async move {
         s.live_sessions.run(&s.sessions).await;
     }));
+    tasks.push(tokio::spawn(crate::notify::worker::run(
+        state.clone(),
+        std::sync::Arc::new(crate::notify::transport::Unconfigured),
+    )));
     let s = state.clone();
     tasks.push(tokio::spawn(async move {
         s.live_feed.run(&s.events, &s.db).await;

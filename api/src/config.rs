@@ -253,6 +253,36 @@ pub const SETTINGS: &[Setting] = &[
         default: "Asia/Tokyo",
         doc: "IANA time zone of new tenants; times are stored in UTC and rendered with the tenant's offset.",
     },
+    Setting {
+        key: "notification_email_digest_minutes",
+        default: "15",
+        doc: "Notification e-mail for ordinary notes is gathered into one digest every this many minutes (urgent notes, mentions and account notices go at once). 0: every notification at once.",
+    },
+    Setting {
+        key: "notification_worker_interval_ms",
+        default: "1000",
+        doc: "How often each instance's delivery worker looks for due notifications (it also wakes at once after a note is posted on the same instance).",
+    },
+    Setting {
+        key: "notification_max_attempts",
+        default: "8",
+        doc: "Tries per notification and channel before the delivery is marked FAILED (and audited `notification.failed`).",
+    },
+    Setting {
+        key: "notification_retry_base_seconds",
+        default: "10",
+        doc: "Delay before the first retry of a failed delivery; it doubles with every try (with jitter) up to `notification_retry_max_seconds`.",
+    },
+    Setting {
+        key: "notification_retry_max_seconds",
+        default: "3600",
+        doc: "Longest delay between two tries of a delivery.",
+    },
+    Setting {
+        key: "notification_claim_seconds",
+        default: "300",
+        doc: "How long a worker's claim on a delivery lasts; a crashed instance's claims are taken over after it. Keep it above the channels' timeouts.",
+    },
 ];
 
 /// The configuration table as Markdown: one row per setting, as the README shows it.
@@ -374,6 +404,12 @@ pub struct Config {
     pub oidc_ca_file: Option<PathBuf>,
     pub oidc_timeout: Duration,
     pub bootstrap: bool,
+    pub notification_email_digest_minutes: u32,
+    pub notification_worker_interval: Duration,
+    pub notification_max_attempts: u32,
+    pub notification_retry_base: Duration,
+    pub notification_retry_max: Duration,
+    pub notification_claim: Duration,
 }
 
 /// An address range, `10.0.0.0/8` or a single address.
@@ -830,6 +866,19 @@ impl Config {
             oidc_ca_file,
             oidc_timeout: secs("oidc_timeout_seconds")?,
             bootstrap,
+            notification_email_digest_minutes: raw.parse(
+                "notification_email_digest_minutes",
+                "a whole number of minutes",
+            )?,
+            notification_worker_interval: Duration::from_millis(raw.positive(
+                "notification_worker_interval_ms",
+                "a positive whole number of milliseconds",
+            )?),
+            notification_max_attempts: raw
+                .positive("notification_max_attempts", "a positive whole number")?,
+            notification_retry_base: secs("notification_retry_base_seconds")?,
+            notification_retry_max: secs("notification_retry_max_seconds")?,
+            notification_claim: secs("notification_claim_seconds")?,
             env,
             data_dir,
             listen,

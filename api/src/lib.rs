@@ -20,6 +20,7 @@ pub mod graphql;
 pub mod http;
 pub mod http_content;
 pub mod http_oidc;
+pub mod notify;
 pub mod ops;
 pub mod ops_audit;
 pub mod redis_store;
