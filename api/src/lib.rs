@@ -10,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod app;
 pub mod auth;
 pub mod authz;
+pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod db;
