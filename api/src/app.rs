@@ -144,7 +144,9 @@ impl App {
             tracing::info!(path = %path.display(), "bootstrap: created tenant demo with CITY_ADMIN admin; credentials written (shown nowhere else)");
         }
         state.trust.reload(&state.db).await?;
-        let background = spawn_background(&state);
+        let channels = crate::channels::Channels::new(&state.config, state.master_key.clone())
+            .context("setting up the notification channels")?;
+        let background = spawn_background(&state, Arc::new(channels));
 
         let schema = graphql::build_schema(&state.config, Some(state.clone()));
         let router = http::router(HttpState {
@@ -190,7 +192,10 @@ impl App {
 
 /// Periodic work every instance does: trust refresh (safety net for missed pub/sub messages),
 /// the daily certificate expiry check, and trust-change messages from other instances.
-fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
+fn spawn_background(
+    state: &AppState,
+    channels: Arc<dyn crate::notify::transport::Transport>,
+) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     let s = state.clone();
     tasks.push(tokio::spawn(async move {
@@ -250,7 +255,7 @@ fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
     }));
     tasks.push(tokio::spawn(crate::notify::worker::run(
         state.clone(),
-        std::sync::Arc::new(crate::notify::transport::Unconfigured),
+        channels,
     )));
     let s = state.clone();
     tasks.push(tokio::spawn(async move {
