@@ -9,6 +9,7 @@ mod graphql_http;
 mod health;
 mod login;
 mod multi_instance;
+mod notifications;
 mod oidc;
 mod room_content;
 mod room_instances;

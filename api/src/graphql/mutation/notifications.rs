@@ -22,11 +22,11 @@ impl NotificationMutation {
         &self,
         ctx: &Context<'_>,
         ids: Option<Vec<ID>>,
-        #[graphql(default = false)] all: bool,
+        #[graphql(default_with = "Some(false)")] all: Option<bool>,
     ) -> Result<i32> {
         let caller = ctx.caller().await?;
         let state = ctx.state()?;
-        let mark = match (all, ids) {
+        let mark = match (all.unwrap_or(false), ids) {
             (true, _) => inbox::Mark::All,
             (false, Some(ids)) => inbox::Mark::Ids(
                 ids.iter()

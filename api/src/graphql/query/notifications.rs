@@ -216,13 +216,20 @@ impl NotificationQuery {
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
-        #[graphql(default = false)] unread_only: bool,
+        #[graphql(default_with = "Some(false)")] unread_only: Option<bool>,
     ) -> Result<NotificationConnection> {
         let caller = ctx.caller().await?;
         let state = ctx.state()?;
         let first = page::first(first)?;
         let after_id = page::after("notifications", after.as_deref())?;
-        let found = inbox::list(&state.db, caller.user.id, first, after_id, unread_only).await?;
+        let found = inbox::list(
+            &state.db,
+            caller.user.id,
+            first,
+            after_id,
+            unread_only.unwrap_or(false),
+        )
+        .await?;
         let event = Event::new(
             caller.tenant.id,
             "notifications.list",
