@@ -10,6 +10,8 @@ mod health;
 mod login;
 mod multi_instance;
 mod notifications;
+mod notifications_instances;
+mod notifications_permissions;
 mod oidc;
 mod room_content;
 mod room_instances;
