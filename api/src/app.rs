@@ -253,10 +253,12 @@ fn spawn_background(
     tasks.push(tokio::spawn(async move {
         s.live_sessions.run(&s.sessions).await;
     }));
-    tasks.push(tokio::spawn(crate::notify::worker::run(
-        state.clone(),
-        channels,
-    )));
+    if !state.config.notification_worker_interval.is_zero() {
+        tasks.push(tokio::spawn(crate::notify::worker::run(
+            state.clone(),
+            channels,
+        )));
+    }
     let s = state.clone();
     tasks.push(tokio::spawn(async move {
         s.live_feed.run(&s.events, &s.db).await;

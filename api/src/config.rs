@@ -261,7 +261,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "notification_worker_interval_ms",
         default: "1000",
-        doc: "How often each instance's delivery worker looks for due notifications (it also wakes at once after a note is posted on the same instance).",
+        doc: "How often each instance's delivery worker looks for due notifications (it also wakes at once after a note is posted on the same instance). 0: this instance runs no delivery worker (others deliver).",
     },
     Setting {
         key: "notification_max_attempts",
@@ -870,9 +870,9 @@ impl Config {
                 "notification_email_digest_minutes",
                 "a whole number of minutes",
             )?,
-            notification_worker_interval: Duration::from_millis(raw.positive(
+            notification_worker_interval: Duration::from_millis(raw.parse(
                 "notification_worker_interval_ms",
-                "a positive whole number of milliseconds",
+                "a whole number of milliseconds",
             )?),
             notification_max_attempts: raw
                 .positive("notification_max_attempts", "a positive whole number")?,

@@ -12,6 +12,7 @@ mod multi_instance;
 mod notifications;
 mod notifications_instances;
 mod notifications_permissions;
+mod notifications_worker;
 mod oidc;
 mod room_content;
 mod room_instances;

@@ -306,7 +306,8 @@ pub async fn round(state: &AppState, transport: &dyn Transport, worker: Uuid) ->
     if claimed.is_empty() {
         return Ok(0);
     }
-    // A digest takes every e-mail of its recipient that waits for the coming window.
+    // A digest takes every e-mail of its recipient that waits for the coming window (an
+    // immediate mail goes alone).
     let horizon = now()
         + Duration::minutes(i64::from(std::cmp::max(
             state.config.notification_email_digest_minutes,
@@ -314,7 +315,7 @@ pub async fn round(state: &AppState, transport: &dyn Transport, worker: Uuid) ->
         )));
     let digest_users: HashSet<Uuid> = claimed
         .iter()
-        .filter(|d| d.channel == Channel::Email)
+        .filter(|d| d.channel == Channel::Email && d.digest)
         .map(|d| d.user_id)
         .collect();
     for user_id in digest_users {
