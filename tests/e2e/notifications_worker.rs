@@ -405,3 +405,73 @@ async fn ordinary_notes_wait_for_one_digest_while_mentions_and_urgent_mail_at_on
         assert_eq!(mail.state, DeliveryState::Sent);
     }
 }
+
+#[tokio::test]
+async fn nothing_a_patient_could_be_recognised_by_leaves_in_a_notification() {
+    let t = team(&[("RENKEI_NOTIFICATION_EMAIL_DIGEST_MINUTES", "0")]).await;
+    let state = t.k.app.state();
+    let transport = Scripted::default();
+    let mut live =
+        renkei_tests::ws::live(&t.k.app, &t.doc, &renkei_tests::ws::token_of(&t.doc_c)).await;
+    renkei_tests::ws::subscribe_settled(&mut live, "me", "subscription { myEvents }", json!({}))
+        .await;
+    // Everything the suite's fixture puts in this room that names the patient or the care.
+    let mut secrets = vec![
+        "山田".to_string(),
+        "太郎".to_string(),
+        "ヤマダ".to_string(),
+        "山田 太. (1940)".to_string(),
+        "1940-05-01".to_string(),
+    ];
+    let mut ids = Vec::new();
+    for (i, extra) in [
+        json!({}),
+        json!({ "urgent": true }),
+        json!({ "mentionUserIds": [t.doc.id.to_string()] }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = format!("山田さん 血圧 158/96 服薬確認 {i}");
+        let mut input = extra;
+        input["body"] = json!(body);
+        ids.push(str_of(&post(&t.nurse_c, &t.room, input).await["id"]).to_string());
+        secrets.push(body);
+    }
+    worker::round(state, &transport, Uuid::now_v7())
+        .await
+        .unwrap();
+    // What left: every item handed to every channel, every inbox entry on myEvents, the audit
+    // events of the deliveries.
+    let mut sent: Vec<String> = transport
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(c, items)| format!("{c:?} {items:?}"))
+        .collect();
+    assert!(
+        ids.iter()
+            .all(|id| sent.iter().any(|s| s.contains(id.as_str()))),
+        "every note went out: {sent:?}"
+    );
+    let mut seen = 0;
+    while seen < ids.len() {
+        let event =
+            renkei_tests::ws::next_event(&mut live, "me", "myEvents", "inbox entries").await;
+        if ids.iter().any(|id| event["eventId"] == id.as_str()) {
+            seen += 1;
+        }
+        sent.push(event.to_string());
+    }
+    for action in ["notification.sent", "notification.failed"] {
+        for e in audit_of(&t, action).await {
+            sent.push(e.to_string());
+        }
+    }
+    for s in &sent {
+        for secret in &secrets {
+            assert!(!s.contains(secret.as_str()), "{secret:?} left in {s}");
+        }
+    }
+}
