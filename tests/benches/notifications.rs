@@ -71,7 +71,7 @@ fn consent() -> Value {
 /// session, the members' sessions on `app`, the room id.
 async fn fixture(app: &TestApp) -> (TestClient, Vec<Person>, Vec<TestClient>, String) {
     let admin = app.create_tenant("bench").await;
-    let city = session(app, &admin).await;
+    let city = app.ready_session(&admin).await;
     let facility = app.create_facility(admin.tenant_id, "Bench Clinic").await;
     let mut people = Vec::new();
     let mut clients = Vec::new();
@@ -128,7 +128,7 @@ async fn post(client: &TestClient, room: &str, n: usize) -> Duration {
 }
 
 async fn post_note_latency() {
-    let app = spawn_app_with(TestOptions::default()).await;
+    let mut app = spawn_app_with(TestOptions::default()).await;
     let (city, _people, clients, room) = fixture(&app).await;
     for n in 0..50 {
         post(&clients[0], &room, n).await;
@@ -155,16 +155,23 @@ async fn post_note_latency() {
         ms(off.p99),
         on.p99.as_secs_f64() / off.p99.as_secs_f64(),
     );
+    app.stop().await;
 }
 
 async fn sustained_delivery() {
+    let pool = vec![(
+        "RENKEI_DATABASE_MAX_CONNECTIONS".to_string(),
+        "20".to_string(),
+    )];
     let a = spawn_app_with(TestOptions {
         redis: Some(true),
+        env: pool.clone(),
         ..Default::default()
     })
     .await;
     let b = spawn_app_with(TestOptions {
         redis: Some(true),
+        env: pool,
         share_with: Some(a.shared_backends()),
         ..Default::default()
     })
@@ -197,17 +204,19 @@ async fn sustained_delivery() {
     let clients_a = &clients_a;
     let clients_b = &clients_b;
     let room = room.as_str();
-    futures_util::stream::iter(0..posts)
+    let latencies: Vec<(Duration, usize)> = futures_util::stream::iter(0..posts)
         .map(|n| async move {
             // An open-loop schedule: post n goes out at n × gap, whatever the others do.
             tokio::time::sleep_until((started + gap * n as u32).into()).await;
             let clients = if n % 2 == 0 { clients_a } else { clients_b };
-            post(&clients[n % MEMBERS], room, n).await
+            let took = post(&clients[n % MEMBERS], room, n).await;
+            (took, n)
         })
-        .buffer_unordered(64)
+        .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;
     let posted = started.elapsed();
+    let latency = summarize(latencies.iter().map(|(d, _)| *d).collect());
     let written = delivery::Entity::find().count(&a.db).await.unwrap() - before;
     loop {
         let open = delivery::Entity::find()
@@ -227,8 +236,10 @@ async fn sustained_delivery() {
     let drained = started.elapsed();
     let notifications = posts * per_post;
     println!(
-        "sustained delivery, two instances ({:?}): {notifications} notifications ({written} delivery rows) posted over {:.1} s; backlog drained {:.1} s after the last post; {:.0} notifications/min end to end",
+        "sustained delivery, two instances ({:?}): {notifications} notifications ({written} delivery rows) posted over {:.1} s (postNote p50 {} p99 {}); backlog drained {:.1} s after the last post; {:.0} notifications/min end to end",
         renkei_tests::backend(),
+        ms(latency.p50),
+        ms(latency.p99),
         posted.as_secs_f64(),
         (drained - posted).as_secs_f64(),
         notifications as f64 / drained.as_secs_f64() * 60.0,
