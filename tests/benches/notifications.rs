@@ -238,9 +238,9 @@ async fn sustained_delivery() {
     println!(
         "sustained delivery, two instances ({:?}): {notifications} notifications ({written} delivery rows) posted over {:.1} s (postNote p50 {} p99 {}); backlog drained {:.1} s after the last post; {:.0} notifications/min end to end",
         renkei_tests::backend(),
+        posted.as_secs_f64(),
         ms(latency.p50),
         ms(latency.p99),
-        posted.as_secs_f64(),
         (drained - posted).as_secs_f64(),
         notifications as f64 / drained.as_secs_f64() * 60.0,
     );
