@@ -5,6 +5,7 @@ use async_graphql::MergedObject;
 mod accounts;
 mod applications;
 mod content;
+mod push;
 mod rooms;
 mod session;
 
@@ -16,4 +17,5 @@ pub struct Mutation(
     accounts::CityAccountMutation,
     rooms::RoomMutation,
     content::ContentMutation,
+    push::PushMutation,
 );

@@ -4,6 +4,7 @@ use async_graphql::MergedObject;
 
 mod applications;
 mod audit;
+pub(crate) mod push;
 mod register;
 mod rooms;
 mod session;
@@ -15,4 +16,5 @@ pub struct Query(
     applications::ApplicationQuery,
     audit::AuditQuery,
     rooms::RoomQuery,
+    push::PushQuery,
 );
