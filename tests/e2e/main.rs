@@ -5,6 +5,7 @@ mod account_permissions;
 mod applications;
 mod audit;
 mod auth;
+mod channels;
 mod graphql_http;
 mod health;
 mod login;

@@ -6,6 +6,7 @@ mod accounts;
 mod applications;
 mod content;
 mod notifications;
+mod push;
 mod rooms;
 mod session;
 
@@ -18,4 +19,5 @@ pub struct Mutation(
     rooms::RoomMutation,
     content::ContentMutation,
     notifications::NotificationMutation,
+    push::PushMutation,
 );

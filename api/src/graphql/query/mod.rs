@@ -5,6 +5,7 @@ use async_graphql::MergedObject;
 mod applications;
 mod audit;
 pub(crate) mod notifications;
+pub(crate) mod push;
 mod register;
 mod rooms;
 mod session;
@@ -17,4 +18,5 @@ pub struct Query(
     audit::AuditQuery,
     rooms::RoomQuery,
     notifications::NotificationQuery,
+    push::PushQuery,
 );
