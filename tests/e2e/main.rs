@@ -12,6 +12,7 @@ mod login;
 mod multi_instance;
 mod notifications;
 mod notifications_instances;
+mod notifications_peers;
 mod notifications_permissions;
 mod notifications_worker;
 mod oidc;
