@@ -367,7 +367,7 @@ async fn email_has_envelope_headers_and_a_text_with_the_link_only() {
     let ch = channels(&app);
     let n = outbound(&admin, "NOTE_POSTED", false);
     assert_eq!(
-        ch.email(&app.db, admin.id, &[n.clone()]).await,
+        ch.email(&app.db, admin.id, std::slice::from_ref(&n)).await,
         Outcome::Sent
     );
     let mails = smtp.wait_for_mails("nurse@station.test", 1).await;
@@ -470,12 +470,12 @@ async fn smtp_down_or_tempfail_is_retry_and_the_mail_goes_out_once_it_is_back() 
     let n = outbound(&admin, "NOTE_POSTED", false);
 
     smtp.stop().await;
-    let o = ch.email(&app.db, admin.id, &[n.clone()]).await;
+    let o = ch.email(&app.db, admin.id, std::slice::from_ref(&n)).await;
     assert!(matches!(o, Outcome::Retry(_)), "{o:?}");
 
     smtp.restart().await;
     smtp.set_mode("tempfail").await;
-    let o = ch.email(&app.db, admin.id, &[n.clone()]).await;
+    let o = ch.email(&app.db, admin.id, std::slice::from_ref(&n)).await;
     assert!(
         matches!(&o, Outcome::Retry(r) if r.contains("451")),
         "{o:?}"
