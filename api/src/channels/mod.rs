@@ -574,3 +574,76 @@ fn smtp_transport(s: &SmtpConfig) -> anyhow::Result<AsyncSmtpTransport<Tokio1Exe
     }
     Ok(builder.build())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, SmtpTls};
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, crate::config::ConfigError> {
+        Config::from_sources(
+            None,
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn smtp_url_is_parsed_and_its_password_never_shown() {
+        let c = config(&[
+            (
+                "RENKEI_SMTP_URL",
+                "smtp://mailer:s3cr%40t-pw@mail.city.test",
+            ),
+            ("RENKEI_SMTP_FROM", "Renkei <renkei@city.test>"),
+        ])
+        .unwrap();
+        let smtp = c.channels.smtp.as_ref().unwrap();
+        assert_eq!(
+            (smtp.host.as_str(), smtp.port, smtp.tls),
+            ("mail.city.test", 587, SmtpTls::StartTls)
+        );
+        assert_eq!(smtp.user.as_deref(), Some("mailer"));
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("s3cr") && !debug.contains("mailer"),
+            "{debug}"
+        );
+
+        let c = config(&[
+            ("RENKEI_SMTP_URL", "smtps://mail.city.test"),
+            ("RENKEI_SMTP_FROM", "renkei@city.test"),
+        ])
+        .unwrap();
+        let smtp = c.channels.smtp.unwrap();
+        assert_eq!((smtp.port, smtp.tls), (465, SmtpTls::Implicit));
+
+        for (url, from) in [
+            ("http://u:s3cr@t@mail", "renkei@city.test"),
+            ("smtp://u:s3cr3t@mail?tls=maybe", "renkei@city.test"),
+            ("smtp://u:s3cr3t@mail", "not an address"),
+        ] {
+            let e = config(&[("RENKEI_SMTP_URL", url), ("RENKEI_SMTP_FROM", from)]).unwrap_err();
+            assert!(!e.to_string().contains("s3cr"), "{e}");
+        }
+        let e = config(&[("RENKEI_SMTP_URL", "smtp://mail")]).unwrap_err();
+        assert!(e.to_string().contains("SMTP_FROM"), "{e}");
+    }
+
+    #[test]
+    fn vapid_subject_defaults_to_an_https_public_url_and_is_checked() {
+        let c = config(&[("RENKEI_PUBLIC_URL", "https://renkei.city.test/")]).unwrap();
+        assert_eq!(
+            c.channels.vapid_subject.as_deref(),
+            Some("https://renkei.city.test")
+        );
+        assert_eq!(config(&[]).unwrap().channels.vapid_subject, None);
+        assert!(config(&[("RENKEI_VAPID_SUBJECT", "ops@city.test")]).is_err());
+        let c = config(&[("RENKEI_VAPID_SUBJECT", "mailto:ops@city.test")]).unwrap();
+        assert_eq!(
+            c.channels.vapid_subject.as_deref(),
+            Some("mailto:ops@city.test")
+        );
+    }
+}
