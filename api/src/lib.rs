@@ -24,6 +24,7 @@ pub mod http_oidc;
 pub mod notify;
 pub mod ops;
 pub mod ops_audit;
+pub mod ops_push;
 pub mod redis_store;
 pub mod service;
 pub mod state;

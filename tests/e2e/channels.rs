@@ -367,7 +367,7 @@ async fn email_has_envelope_headers_and_a_text_with_the_link_only() {
     let ch = channels(&app);
     let n = outbound(&admin, "NOTE_POSTED", false);
     assert_eq!(
-        ch.email(&app.db, admin.id, &[n.clone()]).await,
+        ch.email(&app.db, admin.id, std::slice::from_ref(&n)).await,
         Outcome::Sent
     );
     let mails = smtp.wait_for_mails("nurse@station.test", 1).await;
@@ -470,12 +470,12 @@ async fn smtp_down_or_tempfail_is_retry_and_the_mail_goes_out_once_it_is_back() 
     let n = outbound(&admin, "NOTE_POSTED", false);
 
     smtp.stop().await;
-    let o = ch.email(&app.db, admin.id, &[n.clone()]).await;
+    let o = ch.email(&app.db, admin.id, std::slice::from_ref(&n)).await;
     assert!(matches!(o, Outcome::Retry(_)), "{o:?}");
 
     smtp.restart().await;
     smtp.set_mode("tempfail").await;
-    let o = ch.email(&app.db, admin.id, &[n.clone()]).await;
+    let o = ch.email(&app.db, admin.id, std::slice::from_ref(&n)).await;
     assert!(
         matches!(&o, Outcome::Retry(r) if r.contains("451")),
         "{o:?}"
@@ -487,4 +487,253 @@ async fn smtp_down_or_tempfail_is_retry_and_the_mail_goes_out_once_it_is_back() 
     smtp.set_mode("ok").await;
     assert_eq!(ch.email(&app.db, admin.id, &[n]).await, Outcome::Sent);
     smtp.wait_for_mails("nurse@down.test", 1).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// GraphQL: subscriptions and devices, each user's own
+// ---------------------------------------------------------------------------------------------
+
+const REGISTER: &str = "mutation($e:String!,$p:String!,$a:String!,$l:String){ registerPushSubscription(endpoint:$e, p256dh:$p, auth:$a, deviceLabel:$l){ id endpointOrigin deviceLabel createdAt lastSuccessAt } }";
+const MINE: &str = "{ myPushSubscriptions { id endpointOrigin deviceLabel } }";
+const REMOVE: &str = "mutation($id:ID!){ removePushSubscription(id:$id) }";
+const VAPID_KEY: &str = "{ vapidPublicKey }";
+const REGISTER_DEVICE: &str = "mutation($a:String!,$k:String!){ registerPushDevice(appId:$a, pushkey:$k, deviceLabel:\"phone\"){ id appId deviceLabel } }";
+const MY_DEVICES: &str = "{ myPushDevices { id appId } }";
+const REMOVE_DEVICE: &str = "mutation($id:ID!){ removePushDevice(id:$id) }";
+
+#[tokio::test]
+async fn registered_subscription_is_validated_and_receives_pushes() {
+    let mut peer = PushPeer::start().await;
+    let app = app_with(vec![]).await;
+    let mut admin = app.create_tenant("gql-push").await;
+    let client = app.login_ready(&mut admin).await;
+    let key = client.graphql(VAPID_KEY, json!({})).await.ok()["vapidPublicKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let raw =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &key).unwrap();
+    assert_eq!((raw.len(), raw[0]), (65, 4), "uncompressed P-256 point");
+    // The same key on every call.
+    assert_eq!(
+        client.graphql(VAPID_KEY, json!({})).await.ok()["vapidPublicKey"],
+        json!(key)
+    );
+
+    let sub = peer.subscribe().await;
+    let good = json!({"e": sub.endpoint, "p": sub.p256dh, "a": sub.auth, "l": "laptop"});
+    let bad_point = {
+        let mut bytes = base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            &sub.p256dh,
+        )
+        .unwrap();
+        bytes[64] ^= 1;
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+    };
+    let cases = [
+        (
+            "e",
+            json!(sub.endpoint.replace("https://", "http://")),
+            "endpoint",
+        ),
+        ("e", json!("not a url"), "endpoint"),
+        ("e", json!("https://user:pw@push.example/x"), "endpoint"),
+        ("p", json!(bad_point), "p256dh"),
+        ("p", json!("AAAA"), "p256dh"),
+        ("p", json!("!!!notbase64!!!"), "p256dh"),
+        ("a", json!("AAAAAAAAAAAAAAAAAAAAAA__"), "auth"),
+        ("a", json!("c2hvcnQ"), "auth"),
+        ("l", json!("x".repeat(101)), "deviceLabel"),
+    ];
+    for (var, value, field) in cases {
+        let mut vars = good.clone();
+        vars[var] = value.clone();
+        let r = client.graphql(REGISTER, vars).await;
+        r.expect_code("BAD_USER_INPUT");
+        assert_eq!(r.field(), Some(field), "{var}={value}");
+    }
+    assert_eq!(
+        client.graphql(MINE, json!({})).await.ok()["myPushSubscriptions"],
+        json!([])
+    );
+
+    let r = client.graphql(REGISTER, good.clone()).await;
+    let created = r.ok()["registerPushSubscription"].clone();
+    assert_eq!(created["endpointOrigin"], json!(peer.origin()));
+    assert_eq!(created["deviceLabel"], json!("laptop"));
+    // Registering the same endpoint again replaces it.
+    client.graphql(REGISTER, good).await.ok();
+    let mine = client.graphql(MINE, json!({})).await.ok()["myPushSubscriptions"].clone();
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+
+    let n = outbound(&admin, "NOTE_POSTED", false);
+    assert_eq!(channels(&app).web_push(&app.db, &n).await, Outcome::Sent);
+    let got = peer.wait_for_messages(&sub, 1).await;
+    assert_eq!(got[0]["vapid"]["k"], json!(key));
+    assert_eq!(
+        got[0]["payload"]["notification_id"],
+        json!(n.notification_id)
+    );
+
+    // An endpoint inside the server's network is refused unless the setting allows it.
+    let strict = spawn_app_with(TestOptions::default()).await;
+    let mut strict_admin = strict.create_tenant("strict-push").await;
+    let strict_client = strict.login_ready(&mut strict_admin).await;
+    let r = strict_client
+        .graphql(
+            REGISTER,
+            json!({"e": sub.endpoint, "p": sub.p256dh, "a": sub.auth}),
+        )
+        .await;
+    r.expect_code("BAD_USER_INPUT");
+    assert_eq!(r.field(), Some("endpoint"));
+}
+
+#[tokio::test]
+async fn a_user_sees_and_removes_only_its_own_subscriptions_and_devices() {
+    let mut peer = PushPeer::start().await;
+    let app = app_with(vec![]).await;
+    let mut admin = app.create_tenant("gql-own").await;
+    let mut other = app
+        .create_user(&admin, "other", Role::CityAdmin, None)
+        .await;
+    let mine = app.login_ready(&mut admin).await;
+    let theirs = app.login_ready(&mut other).await;
+    let s1 = peer.subscribe().await;
+    let s2 = peer.subscribe().await;
+    let my_id = mine
+        .graphql(
+            REGISTER,
+            json!({"e": s1.endpoint, "p": s1.p256dh, "a": s1.auth}),
+        )
+        .await
+        .ok()["registerPushSubscription"]["id"]
+        .clone();
+    let their_id = theirs
+        .graphql(
+            REGISTER,
+            json!({"e": s2.endpoint, "p": s2.p256dh, "a": s2.auth}),
+        )
+        .await
+        .ok()["registerPushSubscription"]["id"]
+        .clone();
+    let ids = |v: &Value, key: &str| -> Vec<Value> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].clone())
+            .collect()
+    };
+    assert_eq!(
+        ids(
+            mine.graphql(MINE, json!({})).await.ok(),
+            "myPushSubscriptions"
+        ),
+        vec![my_id.clone()]
+    );
+    assert_eq!(
+        ids(
+            theirs.graphql(MINE, json!({})).await.ok(),
+            "myPushSubscriptions"
+        ),
+        vec![their_id.clone()]
+    );
+
+    // Someone else's: NOT_FOUND, and it stays.
+    mine.graphql(REMOVE, json!({"id": their_id}))
+        .await
+        .expect_code("NOT_FOUND");
+    assert_eq!(
+        ids(
+            theirs.graphql(MINE, json!({})).await.ok(),
+            "myPushSubscriptions"
+        ),
+        vec![their_id.clone()]
+    );
+    assert_eq!(
+        mine.graphql(REMOVE, json!({"id": my_id})).await.ok()["removePushSubscription"],
+        json!(true)
+    );
+    assert_eq!(subscription_count(&app, &admin).await, 0);
+    assert_eq!(subscription_count(&app, &other).await, 1);
+
+    // Devices the same way.
+    let dev = theirs
+        .graphql(
+            REGISTER_DEVICE,
+            json!({"a": "jp.city.renkei.android", "k": "fcm-token-1"}),
+        )
+        .await
+        .ok()["registerPushDevice"]["id"]
+        .clone();
+    theirs
+        .graphql(
+            REGISTER_DEVICE,
+            json!({"a": "jp.city.renkei.android", "k": "has space"}),
+        )
+        .await
+        .expect_code("BAD_USER_INPUT");
+    assert_eq!(
+        ids(
+            mine.graphql(MY_DEVICES, json!({})).await.ok(),
+            "myPushDevices"
+        ),
+        Vec::<Value>::new()
+    );
+    mine.graphql(REMOVE_DEVICE, json!({"id": dev}))
+        .await
+        .expect_code("NOT_FOUND");
+    assert_eq!(
+        ids(
+            theirs.graphql(MY_DEVICES, json!({})).await.ok(),
+            "myPushDevices"
+        ),
+        vec![dev.clone()]
+    );
+    assert_eq!(
+        theirs.graphql(REMOVE_DEVICE, json!({"id": dev})).await.ok()["removePushDevice"],
+        json!(true)
+    );
+
+    // Registration and removal are audited.
+    let actions: Vec<String> = entity::audit_event::Entity::find()
+        .filter(entity::audit_event::Column::TenantId.eq(admin.tenant_id))
+        .all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .filter(|a| a.starts_with("push."))
+        .collect();
+    for a in [
+        "push.subscribe",
+        "push.unsubscribe",
+        "push.pushkey.register",
+        "push.pushkey.remove",
+    ] {
+        assert!(actions.iter().any(|x| x == a), "{a} in {actions:?}");
+    }
+
+    // Without a login nothing is answered.
+    let anonymous = app.client_for(&admin);
+    for q in [VAPID_KEY, MINE, MY_DEVICES] {
+        anonymous
+            .graphql(q, json!({}))
+            .await
+            .expect_code("UNAUTHENTICATED");
+    }
+    anonymous
+        .graphql(
+            REGISTER,
+            json!({"e": s1.endpoint, "p": s1.p256dh, "a": s1.auth}),
+        )
+        .await
+        .expect_code("UNAUTHENTICATED");
+    anonymous
+        .graphql(REMOVE, json!({"id": their_id}))
+        .await
+        .expect_code("UNAUTHENTICATED");
+    assert_eq!(subscription_count(&app, &other).await, 1);
 }

@@ -3,7 +3,58 @@
 //! and e-mail over SMTP. A channel sees ids, the kind, urgency and counts, never content.
 //!
 //! Which notification goes where, when, and how often it is retried is `notify`'s business;
-//! this module sends one notification (or one digest) through one channel and says how it went.
+//! this module sends one notification (or one digest) through one channel and says how it went
+//! ([`Outcome`]). Reasons in `Retry`/`Failed` name the class of failure and a status code,
+//! never a URL (a Web Push endpoint is a bearer token), an address, a secret or content.
+//!
+//! # Web Push (browsers)
+//! * The front-end reads `vapidPublicKey` (the tenant's P-256 key, uncompressed, base64url;
+//!   generated once, private half sealed with the master key) and calls
+//!   `PushManager.subscribe({ userVisibleOnly: true, applicationServerKey })`, then
+//!   `registerPushSubscription(endpoint, p256dh, auth, deviceLabel)` with
+//!   `subscription.toJSON()`'s `endpoint`, `keys.p256dh`, `keys.auth`. The endpoint must be
+//!   https and, unless `push_allow_private_endpoints`, not a loopback/private IP literal;
+//!   `p256dh` a valid uncompressed P-256 point (65 bytes) and `auth` 16 bytes, both base64url.
+//! * Each push is one POST to the endpoint, body encrypted per RFC 8291 (`aes128gcm`, one
+//!   record, rs 4096, a fresh ECDH key per message), with headers `TTL: 86400`,
+//!   `Urgency: high` (urgent) or `normal`, `Topic: <notification id, 32 hex>` (a retried
+//!   message replaces one still queued), `Content-Encoding: aes128gcm`, and
+//!   `Authorization: vapid t=<JWT>, k=<vapidPublicKey>`; the ES256 JWT has `aud` = the
+//!   endpoint's origin, `exp` = now + 12 h, `sub` = `vapid_subject` (default `public_url`).
+//! * The service worker's `push` event gets, as `event.data.json()`:
+//!   `{"notification_id": UUID, "kind": "NOTE_POSTED"|"MENTION"|…, "room_id": UUID|null,
+//!   "event_id": UUID|null, "urgent": bool, "unread_count": int}`. Nothing else: it shows a
+//!   generic text ("新しいお知らせがあります") and fetches details over the authenticated API.
+//!   Use `notification_id` as the `tag` of `showNotification`: a retried delivery then
+//!   replaces the shown notification instead of adding a second one.
+//! * 2xx is delivered; 404/410 removes the subscription; 408/425/429/5xx, timeouts and
+//!   connection errors are `Retry`; other 4xx are `Failed`. With several subscriptions, any
+//!   transient failure makes the whole delivery `Retry` (every subscription gets it again).
+//!
+//! # Push gateway (native apps)
+//! * Per tenant: `renkei tenant push-gateway set --tenant S --url https://… --secret-env VAR`
+//!   (secret ≥ 32 characters, sealed with the master key). Apps register their device token
+//!   with `registerPushDevice(appId, pushkey, deviceLabel)`.
+//! * One POST per notification and user to the URL, `Content-Type: application/json`,
+//!   `X-Renkei-Signature: sha256=<hex HMAC-SHA256(secret, exact body bytes)>`,
+//!   `X-Renkei-Notification-Id: <UUID>` (drop duplicates by it), body in the shape of the
+//!   Matrix push gateway API (`/_matrix/push/v1/notify`, `event_id_only` format):
+//!   `{"notification": {"id": UUID, "event_id": UUID, "room_id": UUID (when there is one),
+//!   "type": kind, "prio": "high"|"low", "counts": {"unread": int}, "devices": [{"app_id",
+//!   "pushkey", "pushkey_ts": unix seconds, "data": {"format": "event_id_only"}}]}}`.
+//!   `event_id` is the note/invitation/application id, or the notification id when none.
+//! * The gateway answers 200 `{"rejected": [pushkey, …]}`; those pushkeys are removed. 5xx,
+//!   429, timeouts are `Retry`; other 4xx (e.g. 401 on a bad signature) `Failed`.
+//!
+//! # E-mail
+//! * `smtp_url` (`smtp://` STARTTLS required, `smtps://` implicit TLS, `?tls=none` plain),
+//!   optional `USER:PASSWORD@`, `smtp_from`, `smtp_ca_file`, `smtp_timeout_seconds`.
+//! * To the user's `email`; `From: smtp_from`, `Subject: 【Renkei】新しいお知らせがあります`
+//!   (`【Renkei・至急】…` when urgent; `…N件あります` for a digest), `Date`, and
+//!   `Message-ID: <notification-id@from-domain>` (digest: `<digest.<hash of ids>@…>`), so a
+//!   retried mail has the same id. A text/plain body in Japanese and English: one generic
+//!   line per item (kind only, `【至急 / URGENT】` when urgent) and the link `<public_url>/`.
+//! * A 5xx answer is `Failed`; 4xx, timeouts, TLS and connection errors are `Retry`.
 
 pub mod ece;
 mod email;
@@ -522,4 +573,77 @@ fn smtp_transport(s: &SmtpConfig) -> anyhow::Result<AsyncSmtpTransport<Tokio1Exe
         builder = builder.credentials(Credentials::new(user.clone(), password));
     }
     Ok(builder.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, SmtpTls};
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, crate::config::ConfigError> {
+        Config::from_sources(
+            None,
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn smtp_url_is_parsed_and_its_password_never_shown() {
+        let c = config(&[
+            (
+                "RENKEI_SMTP_URL",
+                "smtp://mailer:s3cr%40t-pw@mail.city.test",
+            ),
+            ("RENKEI_SMTP_FROM", "Renkei <renkei@city.test>"),
+        ])
+        .unwrap();
+        let smtp = c.channels.smtp.as_ref().unwrap();
+        assert_eq!(
+            (smtp.host.as_str(), smtp.port, smtp.tls),
+            ("mail.city.test", 587, SmtpTls::StartTls)
+        );
+        assert_eq!(smtp.user.as_deref(), Some("mailer"));
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("s3cr") && !debug.contains("mailer"),
+            "{debug}"
+        );
+
+        let c = config(&[
+            ("RENKEI_SMTP_URL", "smtps://mail.city.test"),
+            ("RENKEI_SMTP_FROM", "renkei@city.test"),
+        ])
+        .unwrap();
+        let smtp = c.channels.smtp.unwrap();
+        assert_eq!((smtp.port, smtp.tls), (465, SmtpTls::Implicit));
+
+        for (url, from) in [
+            ("http://u:s3cr@t@mail", "renkei@city.test"),
+            ("smtp://u:s3cr3t@mail?tls=maybe", "renkei@city.test"),
+            ("smtp://u:s3cr3t@mail", "not an address"),
+        ] {
+            let e = config(&[("RENKEI_SMTP_URL", url), ("RENKEI_SMTP_FROM", from)]).unwrap_err();
+            assert!(!e.to_string().contains("s3cr"), "{e}");
+        }
+        let e = config(&[("RENKEI_SMTP_URL", "smtp://mail")]).unwrap_err();
+        assert!(e.to_string().contains("SMTP_FROM"), "{e}");
+    }
+
+    #[test]
+    fn vapid_subject_defaults_to_an_https_public_url_and_is_checked() {
+        let c = config(&[("RENKEI_PUBLIC_URL", "https://renkei.city.test/")]).unwrap();
+        assert_eq!(
+            c.channels.vapid_subject.as_deref(),
+            Some("https://renkei.city.test")
+        );
+        assert_eq!(config(&[]).unwrap().channels.vapid_subject, None);
+        assert!(config(&[("RENKEI_VAPID_SUBJECT", "ops@city.test")]).is_err());
+        let c = config(&[("RENKEI_VAPID_SUBJECT", "mailto:ops@city.test")]).unwrap();
+        assert_eq!(
+            c.channels.vapid_subject.as_deref(),
+            Some("mailto:ops@city.test")
+        );
+    }
 }

@@ -24,7 +24,7 @@ impl PushMutation {
         &self,
         ctx: &Context<'_>,
         endpoint: String,
-        p256dh: String,
+        #[graphql(name = "p256dh")] p256dh: String,
         auth: String,
         device_label: Option<String>,
     ) -> Result<PushSubscription> {
