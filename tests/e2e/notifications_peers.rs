@@ -13,7 +13,7 @@ use renkei_tests::peers::{PushPeer, SmtpPeer};
 use crate::notifications::{Team, UPDATE_PREFS, post};
 use crate::rooms::str_of;
 
-const REGISTER: &str = "mutation($e:String!,$p:String!,$a:String!){ registerPushSubscription(endpoint:$e, p256Dh:$p, auth:$a, deviceLabel:\"laptop\"){ id } }";
+const REGISTER: &str = "mutation($e:String!,$p:String!,$a:String!){ registerPushSubscription(endpoint:$e, p256dh:$p, auth:$a, deviceLabel:\"laptop\"){ id } }";
 
 #[tokio::test]
 async fn a_note_reaches_the_push_endpoint_decrypted_and_the_mail_server_without_patient_data() {
