@@ -333,6 +333,14 @@ fi
 openssl version
 python3 -c 'import cryptography; print("python cryptography", cryptography.__version__)'
 
+begin_phase "tools: python3 peers for notification channels"
+# The SMTP server, Web Push endpoint and push gateway the channel tests talk to
+# (tests/peers/, started by tests/src/peers.rs).
+if ! python3 -c 'import aiosmtpd, http_ece' >/dev/null 2>&1; then
+    python3 -m pip install --quiet -r tests/peers/requirements.txt </dev/null
+fi
+python3 -c 'import aiosmtpd, http_ece; print("aiosmtpd", aiosmtpd.__version__, "http_ece ok")'
+
 # The federated login tests run a real OpenID provider: npm's oidc-provider under Node.js
 # (tests/oidc, versions pinned by its package-lock.json).
 begin_phase "tools: node and oidc-provider"

@@ -122,6 +122,7 @@ impl App {
             oidc: crate::service::oidc::Providers::new(&config)
                 .context("setting up the identity provider client")?,
             statements,
+            notify: crate::notify::worker::Wake::default(),
             authz: Arc::new(authz),
             audit,
             config: Arc::new(config),
@@ -147,7 +148,9 @@ impl App {
         }
         migration_lock.release().await;
         state.trust.reload(&state.db).await?;
-        let background = spawn_background(&state);
+        let channels = crate::channels::Channels::new(&state.config, state.master_key.clone())
+            .context("setting up the notification channels")?;
+        let background = spawn_background(&state, Arc::new(channels));
 
         let schema = graphql::build_schema(&state.config, Some(state.clone()));
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -210,7 +213,10 @@ impl App {
 
 /// Periodic work every instance does: trust refresh (safety net for missed pub/sub messages),
 /// the daily certificate expiry check, and trust-change messages from other instances.
-fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
+fn spawn_background(
+    state: &AppState,
+    channels: Arc<dyn crate::notify::transport::Transport>,
+) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     let s = state.clone();
     tasks.push(tokio::spawn(async move {
@@ -233,6 +239,11 @@ fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "marked expired client certificates"),
                 Err(e) => tracing::warn!(error = ?e, "certificate expiry check failed"),
+            }
+            match crate::notify::sweep::certificates(&s.db, &s.config).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(notices = n, "certificate expiry notices written"),
+                Err(e) => tracing::warn!(error = ?e, "certificate expiry notices failed"),
             }
         }
     }));
@@ -263,6 +274,12 @@ fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
     tasks.push(tokio::spawn(async move {
         s.live_sessions.run(&s.sessions).await;
     }));
+    if !state.config.notification_worker_interval.is_zero() {
+        tasks.push(tokio::spawn(crate::notify::worker::run(
+            state.clone(),
+            channels,
+        )));
+    }
     let s = state.clone();
     tasks.push(tokio::spawn(async move {
         s.live_feed.run(&s.events, &s.db).await;

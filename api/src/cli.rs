@@ -108,6 +108,11 @@ pub enum TenantAction {
         #[command(subcommand)]
         action: OidcAction,
     },
+    /// The tenant's push gateway for native apps (HMAC-signed, Matrix push-gateway shaped).
+    PushGateway {
+        #[command(subcommand)]
+        action: crate::ops_push::PushGatewayAction,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -258,6 +258,76 @@ pub const SETTINGS: &[Setting] = &[
         default: "Asia/Tokyo",
         doc: "IANA time zone of new tenants; times are stored in UTC and rendered with the tenant's offset.",
     },
+    Setting {
+        key: "notification_email_digest_minutes",
+        default: "15",
+        doc: "Notification e-mail for ordinary notes is gathered into one digest every this many minutes (urgent notes, mentions and account notices go at once). 0: every notification at once.",
+    },
+    Setting {
+        key: "notification_worker_interval_ms",
+        default: "1000",
+        doc: "How often each instance's delivery worker looks for due notifications (it also wakes at once after a note is posted on the same instance). 0: this instance runs no delivery worker (others deliver).",
+    },
+    Setting {
+        key: "notification_max_attempts",
+        default: "8",
+        doc: "Tries per notification and channel before the delivery is marked FAILED (and audited `notification.failed`).",
+    },
+    Setting {
+        key: "notification_retry_base_seconds",
+        default: "10",
+        doc: "Delay before the first retry of a failed delivery; it doubles with every try (with jitter) up to `notification_retry_max_seconds`.",
+    },
+    Setting {
+        key: "notification_retry_max_seconds",
+        default: "3600",
+        doc: "Longest delay between two tries of a delivery.",
+    },
+    Setting {
+        key: "notification_claim_seconds",
+        default: "300",
+        doc: "How long a worker's claim on a delivery lasts; a crashed instance's claims are taken over after it. Keep it above the channels' timeouts.",
+    },
+    Setting {
+        key: "smtp_url",
+        default: "(unset)",
+        doc: "Mail server of e-mail notifications: `smtp://[USER:PASSWORD@]HOST[:587]` (STARTTLS required), `smtps://…[:465]` (implicit TLS), or `smtp://HOST:PORT?tls=none` (plain, for a relay on the same host). Unset: no e-mail is sent. Secret.",
+    },
+    Setting {
+        key: "smtp_from",
+        default: "(unset)",
+        doc: "`From` of notification e-mails, e.g. `Renkei <renkei@city.example.jp>`; required with `smtp_url`.",
+    },
+    Setting {
+        key: "smtp_ca_file",
+        default: "(unset)",
+        doc: "PEM file of extra root certificates trusted for the mail server's TLS (an internal relay). The public web roots are always trusted.",
+    },
+    Setting {
+        key: "smtp_timeout_seconds",
+        default: "10",
+        doc: "Timeout of each SMTP command; a mail server that is down or slow only delays mail (retried later).",
+    },
+    Setting {
+        key: "push_ca_file",
+        default: "(unset)",
+        doc: "PEM file of extra root certificates trusted for Web Push services and push gateways (tests, internal gateways). The public web roots are always trusted.",
+    },
+    Setting {
+        key: "push_timeout_seconds",
+        default: "10",
+        doc: "Timeout of each request to a Web Push service or push gateway. Redirects are never followed.",
+    },
+    Setting {
+        key: "push_allow_private_endpoints",
+        default: "false",
+        doc: "Accept Web Push endpoints and gateway URLs whose host is a loopback or private IP address. Off, such addresses are refused, so a subscription cannot make the server call into its own network. Tests only.",
+    },
+    Setting {
+        key: "vapid_subject",
+        default: "<public_url>",
+        doc: "The `sub` of VAPID tokens (RFC 8292): a `mailto:` or `https:` URI push services may contact about this server. Unset: `public_url`; with neither, Web Push is off.",
+    },
 ];
 
 /// The configuration table as Markdown: one row per setting, as the README shows it.
@@ -380,6 +450,61 @@ pub struct Config {
     pub oidc_ca_file: Option<PathBuf>,
     pub oidc_timeout: Duration,
     pub bootstrap: bool,
+    pub notification_email_digest_minutes: u32,
+    pub notification_worker_interval: Duration,
+    pub notification_max_attempts: u32,
+    pub notification_retry_base: Duration,
+    pub notification_retry_max: Duration,
+    pub notification_claim: Duration,
+    /// E-mail and push channels of notifications.
+    pub channels: ChannelsConfig,
+}
+
+/// Settings of the notification channels (`crate::channels`).
+#[derive(Debug, Clone)]
+pub struct ChannelsConfig {
+    pub smtp: Option<SmtpConfig>,
+    pub push_ca_file: Option<PathBuf>,
+    pub push_timeout: Duration,
+    pub push_allow_private_endpoints: bool,
+    /// `mailto:` or `https:` URI; `None` turns Web Push off.
+    pub vapid_subject: Option<String>,
+}
+
+/// How TLS is used with the mail server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// `smtp://`: STARTTLS, required.
+    StartTls,
+    /// `smtps://`: TLS from the first byte.
+    Implicit,
+    /// `smtp://…?tls=none`: plain text.
+    None,
+}
+
+#[derive(Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub user: Option<String>,
+    pub password: Option<SecretString>,
+    /// Parsed `smtp_from`.
+    pub from: lettre::message::Mailbox,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("user", &self.user.as_ref().map(|_| "***"))
+            .field("from", &self.from.to_string())
+            .finish_non_exhaustive()
+    }
 }
 
 /// An address range, `10.0.0.0/8` or a single address.
@@ -761,6 +886,7 @@ impl Config {
                 format!("'{oidc_after_login_url}' is neither a path (/app) nor a URL"),
             ));
         }
+        let public_url_for_channels = public_url.clone();
         let oidc_ca_file = raw
             .get("oidc_ca_file")
             .map(str::trim)
@@ -838,6 +964,20 @@ impl Config {
             oidc_ca_file,
             oidc_timeout: secs("oidc_timeout_seconds")?,
             bootstrap,
+            notification_email_digest_minutes: raw.parse(
+                "notification_email_digest_minutes",
+                "a whole number of minutes",
+            )?,
+            notification_worker_interval: Duration::from_millis(raw.parse(
+                "notification_worker_interval_ms",
+                "a whole number of milliseconds",
+            )?),
+            notification_max_attempts: raw
+                .positive("notification_max_attempts", "a positive whole number")?,
+            notification_retry_base: secs("notification_retry_base_seconds")?,
+            notification_retry_max: secs("notification_retry_max_seconds")?,
+            notification_claim: secs("notification_claim_seconds")?,
+            channels: channels_config(raw, public_url_for_channels.as_deref())?,
             env,
             data_dir,
             listen,
@@ -874,6 +1014,119 @@ impl Config {
     pub fn is_production(&self) -> bool {
         self.env == Environment::Production
     }
+}
+
+fn optional_path(raw: &RawSettings, key: &str) -> Option<PathBuf> {
+    raw.get(key)
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+}
+
+fn flag(raw: &RawSettings, key: &'static str) -> Result<bool, ConfigError> {
+    match raw.value(key).unwrap_or_default() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        other => Err(raw.err(key, format!("'{other}' is not true or false"))),
+    }
+}
+
+fn channels_config(
+    raw: &RawSettings,
+    public_url: Option<&str>,
+) -> Result<ChannelsConfig, ConfigError> {
+    let secs = |key: &'static str| -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(
+            raw.positive(key, "a positive whole number of seconds")?,
+        ))
+    };
+    let smtp = match raw.get("smtp_url").map(str::trim).filter(|u| !u.is_empty()) {
+        None => None,
+        Some(text) => {
+            // Only the scheme and host may appear in an error: the URL can hold a password.
+            let bad = |reason: &str| raw.err("smtp_url", reason.to_owned());
+            let url = reqwest::Url::parse(text)
+                .map_err(|_| bad("not a URL like smtp://mail.example.jp:587"))?;
+            let tls_param = url
+                .query_pairs()
+                .find(|(k, _)| k == "tls")
+                .map(|(_, v)| v.into_owned());
+            let (tls, default_port) = match (url.scheme(), tls_param.as_deref()) {
+                ("smtps", None) => (SmtpTls::Implicit, 465),
+                ("smtp", None | Some("starttls")) => (SmtpTls::StartTls, 587),
+                ("smtp", Some("none")) => (SmtpTls::None, 25),
+                ("smtp" | "smtps", Some(_)) => {
+                    return Err(bad("tls= must be starttls or none (smtp://) or absent"));
+                }
+                _ => return Err(bad("the scheme must be smtp:// or smtps://")),
+            };
+            let host = url
+                .host_str()
+                .filter(|h| !h.is_empty())
+                .ok_or_else(|| bad("no host"))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .map(|c| c.into_owned())
+                    .map_err(|_| bad("the user or password is not UTF-8"))
+            };
+            let user = match url.username() {
+                "" => None,
+                u => Some(decode(u)?),
+            };
+            let password = match url.password() {
+                None => None,
+                Some(p) => Some(SecretString::from(decode(p)?)),
+            };
+            let from_text = raw
+                .get("smtp_from")
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .ok_or_else(|| raw.err("smtp_from", "required when smtp_url is set"))?;
+            let from = from_text.parse::<lettre::message::Mailbox>().map_err(|_| {
+                raw.err(
+                    "smtp_from",
+                    format!("'{from_text}' is not an address like Renkei <renkei@example.jp>"),
+                )
+            })?;
+            Some(SmtpConfig {
+                host,
+                port: url.port().unwrap_or(default_port),
+                tls,
+                user,
+                password,
+                from,
+                ca_file: optional_path(raw, "smtp_ca_file"),
+                timeout: secs("smtp_timeout_seconds")?,
+            })
+        }
+    };
+    let vapid_subject = match raw
+        .get("vapid_subject")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(s) if s.starts_with("mailto:") || s.starts_with("https://") => Some(s.to_owned()),
+        Some(s) => {
+            return Err(raw.err(
+                "vapid_subject",
+                format!("'{s}' is neither a mailto: nor an https:// URI"),
+            ));
+        }
+        None => public_url
+            .filter(|u| u.starts_with("https://"))
+            .map(str::to_owned),
+    };
+    Ok(ChannelsConfig {
+        smtp,
+        push_ca_file: optional_path(raw, "push_ca_file"),
+        push_timeout: secs("push_timeout_seconds")?,
+        push_allow_private_endpoints: flag(raw, "push_allow_private_endpoints")?,
+        vapid_subject,
+    })
 }
 
 #[cfg(test)]

@@ -51,6 +51,15 @@ pub enum LiveEvent {
         room_id: Uuid,
         invitation_id: Uuid,
     },
+    /// A new entry in `user_id`'s notification inbox (`myEvents`).
+    Notification {
+        user_id: Uuid,
+        notification_id: Uuid,
+        kind: String,
+        room_id: Option<Uuid>,
+        event_id: Option<Uuid>,
+        urgent: bool,
+    },
 }
 
 impl LiveEvent {
@@ -62,16 +71,18 @@ impl LiveEvent {
             | LiveEvent::VitalsRecorded { room_id, .. }
             | LiveEvent::MembershipChanged { room_id, .. }
             | LiveEvent::RoomStatusChanged { room_id } => Some(*room_id),
-            LiveEvent::Mention { .. } | LiveEvent::Invitation { .. } => None,
+            LiveEvent::Mention { .. }
+            | LiveEvent::Invitation { .. }
+            | LiveEvent::Notification { .. } => None,
         }
     }
 
     /// The user whose `myEvents` carries this event.
     pub fn for_user(&self) -> Option<Uuid> {
         match self {
-            LiveEvent::Mention { user_id, .. } | LiveEvent::Invitation { user_id, .. } => {
-                Some(*user_id)
-            }
+            LiveEvent::Mention { user_id, .. }
+            | LiveEvent::Invitation { user_id, .. }
+            | LiveEvent::Notification { user_id, .. } => Some(*user_id),
             _ => None,
         }
     }

@@ -108,6 +108,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let ops = renkei::ops::Ops::open(config).await?;
             ops.oidc(action).await
         }
+        Command::Tenant {
+            action: TenantAction::PushGateway { action },
+        } => {
+            let ops = renkei::ops::Ops::open(config).await?;
+            renkei::ops_push::run(&ops, action).await
+        }
         Command::Certificates {
             action: CertificatesAction::Expiring { tenant, within },
         } => {

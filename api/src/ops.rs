@@ -110,7 +110,7 @@ impl Ops {
     }
 
     /// The tenant named on the command line; an unknown slug is a usage error (exit 2).
-    pub(crate) async fn tenant(&self, slug: &str) -> anyhow::Result<entity::tenant::Model> {
+    pub async fn tenant(&self, slug: &str) -> anyhow::Result<entity::tenant::Model> {
         tenants::by_slug(&self.db, slug)
             .await
             .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?
@@ -204,7 +204,7 @@ impl Ops {
         }
     }
 
-    pub(crate) fn master_key(&self) -> &MasterKey {
+    pub fn master_key(&self) -> &MasterKey {
         &self.master_key
     }
 

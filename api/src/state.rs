@@ -45,6 +45,8 @@ pub struct AppState {
     pub oidc: crate::service::oidc::Providers,
     /// DataLoaders shared by the instance's WebSocket connections.
     pub live_loaders: crate::graphql::loaders::Loaders,
+    /// Wakes this instance's notification delivery worker.
+    pub notify: crate::notify::worker::Wake,
     /// SQL statements run through `db` (not the audit writer's), for tests and benchmarks.
     pub statements: Arc<std::sync::atomic::AtomicU64>,
 }

@@ -21,6 +21,8 @@ pub struct Model {
     pub edited_at: Option<DateTimeUtc>,
     pub deleted_at: Option<DateTimeUtc>,
     pub deletion_reason: Option<String>,
+    /// Marked urgent by its author: breaks through quiet hours and MENTIONS_AND_URGENT.
+    pub urgent: bool,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -11,6 +11,8 @@ mod m20261124_000005_rooms;
 mod m20261124_000006_room_content;
 mod m20261124_000007_federated_login;
 mod m20261124_000008_audit_read_chain;
+mod m20261201_000009_notifications;
+mod m20261201_000010_push_channels;
 
 pub struct Migrator;
 
@@ -26,6 +28,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000006_room_content::Migration),
             Box::new(m20261124_000007_federated_login::Migration),
             Box::new(m20261124_000008_audit_read_chain::Migration),
+            Box::new(m20261201_000009_notifications::Migration),
+            Box::new(m20261201_000010_push_channels::Migration),
         ]
     }
 }

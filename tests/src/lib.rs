@@ -6,6 +6,7 @@
 pub mod client;
 pub mod fixtures;
 pub mod oidc;
+pub mod peers;
 pub mod proxy;
 pub mod stats;
 pub mod ws;

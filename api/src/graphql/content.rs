@@ -53,6 +53,10 @@ impl Note {
     async fn category(&self) -> NoteCategory {
         self.model.category.into()
     }
+    /// Marked urgent by its author (`postNote(input: { urgent: true })`).
+    async fn urgent(&self) -> bool {
+        self.model.urgent
+    }
     /// Empty once deleted.
     async fn body(&self) -> &str {
         if self.model.deleted_at.is_some() {
@@ -225,6 +229,9 @@ pub struct PostNoteInput {
     pub attachment_ids: Option<Vec<ID>>,
     /// Idempotency key: the same key from the same user returns the same note.
     pub client_mutation_id: Option<String>,
+    /// Breaks through quiet hours and MENTIONS_AND_URGENT room settings of every member.
+    #[graphql(default = false)]
+    pub urgent: bool,
 }
 
 /// One measurement session; units fixed (LOINC codes and UCUM units in the descriptions).

@@ -137,7 +137,9 @@ async fn resolve(db: &DatabaseConnection, event: &LiveEvent) -> crate::error::Ap
         LiveEvent::RoomStatusChanged { room_id } | LiveEvent::Invitation { room_id, .. } => {
             Content::Room(rooms::reload(db, *room_id).await?)
         }
-        LiveEvent::MembershipChanged { .. } | LiveEvent::Mention { .. } => Content::None,
+        LiveEvent::MembershipChanged { .. }
+        | LiveEvent::Mention { .. }
+        | LiveEvent::Notification { .. } => Content::None,
     })
 }
 

@@ -289,6 +289,24 @@ fn my_event(live: &Live, resolved: &Resolved) -> Option<serde_json::Value> {
             "invitationId": invitation_id,
             "patientLabel": room.patient_label,
         })),
+        (
+            LiveEvent::Notification {
+                notification_id,
+                kind,
+                room_id,
+                event_id,
+                urgent,
+                ..
+            },
+            _,
+        ) => Some(serde_json::json!({
+            "type": "NOTIFICATION",
+            "notificationId": notification_id,
+            "kind": kind,
+            "roomId": room_id,
+            "eventId": event_id,
+            "urgent": urgent,
+        })),
         _ => None,
     }
 }
@@ -341,7 +359,9 @@ impl Subscription {
 
     /// New invitations and mentions for the caller:
     /// `{"type":"INVITATION","invitationId","roomId","patientLabel"}` and
-    /// `{"type":"MENTION","noteId","roomId"}`. Ends when the session ends.
+    /// `{"type":"MENTION","noteId","roomId"}`, and each new inbox entry:
+    /// `{"type":"NOTIFICATION","notificationId","kind","roomId","eventId","urgent"}`.
+    /// Ends when the session ends.
     async fn my_events(
         &self,
         ctx: &Context<'_>,

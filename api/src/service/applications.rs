@@ -135,6 +135,7 @@ pub async fn file_in(
         event = event.room(room);
     }
     audit::record(txn, event).await?;
+    crate::notify::application_filed_in(txn, &created).await?;
     Ok(created)
 }
 
@@ -608,7 +609,11 @@ async fn claim(
                 Expr::value(note.map(str::to_string)),
             );
     }
-    Ok(update.exec(db).await?.rows_affected == 1)
+    let moved = update.exec(db).await?.rows_affected == 1;
+    if moved {
+        crate::notify::application_status_in(db, id).await?;
+    }
+    Ok(moved)
 }
 
 fn already_decided(app: &application::Model) -> AppError {

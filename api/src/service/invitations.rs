@@ -145,6 +145,7 @@ pub async fn invite_in(
         audit::record(db, event).await?;
         made.push(created);
     }
+    crate::notify::invited_in(db, config, &made).await?;
     Ok(made)
 }
 

@@ -389,6 +389,7 @@ pub(crate) async fn finish_login(
     } else {
         user
     };
+    crate::notify::login_in(&txn, &user, &event).await?;
     audit::record(&txn, event).await?;
     txn.commit().await?;
     Ok(user)

@@ -43,7 +43,7 @@ pub async fn insert_in(
     body: &str,
     origin: &Origin,
 ) -> AppResult<note::Model> {
-    let created = new_note(room, author, category, body, None, None)
+    let created = new_note(room, author, category, body, None, None, false)
         .insert(db)
         .await?;
     record_create(db, &created, origin).await?;
@@ -57,6 +57,7 @@ fn new_note(
     body: &str,
     reply_to: Option<Uuid>,
     client_mutation_id: Option<String>,
+    urgent: bool,
 ) -> note::ActiveModel {
     note::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -71,6 +72,7 @@ fn new_note(
         edited_at: Set(None),
         deleted_at: Set(None),
         deletion_reason: Set(None),
+        urgent: Set(urgent),
     }
 }
 
@@ -83,7 +85,8 @@ async fn record_create(
         .by(origin)
         .room(created.room_id)
         .target("note", created.id)
-        .detail("category", enum_name(&created.category));
+        .detail("category", enum_name(&created.category))
+        .detail("urgent", created.urgent);
     audit::record(db, event).await?;
     Ok(())
 }
@@ -97,6 +100,7 @@ pub struct NewNote {
     pub mentions: Vec<Uuid>,
     pub attachments: Vec<Uuid>,
     pub client_mutation_id: Option<String>,
+    pub urgent: bool,
 }
 
 impl NewNote {
@@ -201,6 +205,7 @@ pub async fn post(
                 note_id: created.id,
             }),
     );
+    state.notify.wake();
     state.events.publish(events).await;
     Ok(created)
 }
@@ -240,6 +245,7 @@ async fn post_once(
         &input.body,
         input.reply_to,
         input.client_mutation_id.clone(),
+        input.urgent,
     )
     .insert(&txn)
     .await?;
@@ -273,6 +279,7 @@ async fn post_once(
         }
     }
     record_create(&txn, &created, origin).await?;
+    crate::notify::note_posted_in(&txn, &state.config, &created, &input.mentions).await?;
     txn.commit().await?;
     Ok(created)
 }

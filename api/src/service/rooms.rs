@@ -443,7 +443,9 @@ pub async fn request_closure(
         origin,
     )
     .await?;
+    crate::notify::closure_requested_in(&txn, &state.config, &room, access.user_id, app.id).await?;
     txn.commit().await?;
+    state.notify.wake();
     state
         .events
         .publish([
@@ -499,6 +501,7 @@ pub async fn close_in(
         .target("room", room.id)
         .detail("endReason", end_reason.to_string());
     audit::record(db, event).await?;
+    crate::notify::room_closed_in(db, &state.config, room, closed_by).await?;
     reload(db, room.id).await
 }
 

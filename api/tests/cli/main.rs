@@ -1213,4 +1213,75 @@ fn migrations_log_one_plain_line_each() {
         .filter(|l| l.contains("m20") || l.to_lowercase().contains("migration"))
         .collect();
     assert_eq!(migration_lines.len(), pending, "{migration_lines:#?}");
+
+#[tokio::test]
+async fn tenant_push_gateway_set_show_remove_seals_the_secret_and_never_prints_it() {
+    use sea_orm::EntityTrait as _;
+    let dir = tempfile::tempdir().unwrap();
+    create_tenant_in(dir.path(), "kita");
+    let secret = "gw-secret-0123456789abcdef0123456789";
+    let url = "https://push.vendor.example/_matrix/push/v1/notify";
+    let set = [
+        "tenant",
+        "push-gateway",
+        "set",
+        "--tenant",
+        "kita",
+        "--url",
+        url,
+        "--secret-env",
+        "GW_SECRET",
+    ];
+
+    // The variable missing, a short secret, an http URL: refused with one line, nothing stored.
+    let out = run_in(dir.path(), &set, &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr_lines(&out).join("\n").contains("GW_SECRET"),
+        "{out:?}"
+    );
+    let out = run_in(dir.path(), &set, &[("GW_SECRET", "short")]);
+    assert!(!out.status.success());
+    let mut http = set;
+    http[6] = "http://push.vendor.example/notify";
+    let out = run_in(dir.path(), &http, &[("GW_SECRET", secret)]);
+    assert!(!out.status.success());
+    assert!(stderr_lines(&out).join("\n").contains("https"), "{out:?}");
+
+    let out = run_in(dir.path(), &set, &[("GW_SECRET", secret)]);
+    assert_success(&out, "push-gateway set");
+    let show = run_in(
+        dir.path(),
+        &["tenant", "push-gateway", "show", "--tenant", "kita"],
+        &[],
+    );
+    assert_success(&show, "push-gateway show");
+    let shown = stdout_of(&show);
+    assert!(shown.contains(url) && shown.contains("(sealed)"), "{shown}");
+    for out in [&out, &show] {
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));
+        assert!(!String::from_utf8_lossy(&out.stderr).contains(secret));
+    }
+    let db = open_database(dir.path()).await;
+    let rows = entity::tenant_push_gateway::Entity::find()
+        .all(&db)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].url, url);
+    assert!(!rows[0].secret_sealed.0.contains(secret));
+    db.close().await.unwrap();
+
+    let out = run_in(
+        dir.path(),
+        &["tenant", "push-gateway", "remove", "--tenant", "kita"],
+        &[],
+    );
+    assert_success(&out, "push-gateway remove");
+    let show = run_in(
+        dir.path(),
+        &["tenant", "push-gateway", "show", "--tenant", "kita"],
+        &[],
+    );
+    assert!(stdout_of(&show).contains("has no push gateway"));
 }

@@ -68,6 +68,7 @@ impl ContentMutation {
             mentions: ids_of("mentionUserIds", input.mention_user_ids)?,
             attachments: ids_of("attachmentIds", input.attachment_ids)?,
             client_mutation_id: input.client_mutation_id,
+            urgent: input.urgent,
         };
         let model = notes::post(state, &access, new, &caller.origin(ctx.request()?)).await?;
         note_view(ctx, caller, access, model).await

@@ -5,6 +5,8 @@ use async_graphql::MergedObject;
 mod accounts;
 mod applications;
 mod content;
+mod notifications;
+mod push;
 mod rooms;
 mod session;
 
@@ -16,4 +18,6 @@ pub struct Mutation(
     accounts::CityAccountMutation,
     rooms::RoomMutation,
     content::ContentMutation,
+    notifications::NotificationMutation,
+    push::PushMutation,
 );

@@ -4,6 +4,8 @@ use async_graphql::MergedObject;
 
 mod applications;
 mod audit;
+pub(crate) mod notifications;
+pub(crate) mod push;
 mod register;
 mod rooms;
 mod session;
@@ -15,4 +17,6 @@ pub struct Query(
     applications::ApplicationQuery,
     audit::AuditQuery,
     rooms::RoomQuery,
+    notifications::NotificationQuery,
+    push::PushQuery,
 );
