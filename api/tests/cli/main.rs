@@ -1213,6 +1213,7 @@ fn migrations_log_one_plain_line_each() {
         .filter(|l| l.contains("m20") || l.to_lowercase().contains("migration"))
         .collect();
     assert_eq!(migration_lines.len(), pending, "{migration_lines:#?}");
+}
 
 #[tokio::test]
 async fn tenant_push_gateway_set_show_remove_seals_the_secret_and_never_prints_it() {
