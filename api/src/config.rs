@@ -220,8 +220,8 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "allowed_origins",
-        default: "(unset)",
-        doc: "Comma-separated browser origins (`https://renkei.example.jp`) allowed to open `/graphql/ws` besides the server's own. Requests without an `Origin` header (native apps) are not affected.",
+        default: "(origin of public_url)",
+        doc: "Comma-separated browser origins (`https://renkei.example.jp`) allowed to send requests authenticated by the session cookie and to open `/graphql/ws`; unset, the origin of `public_url` (with neither, no browser origin is allowed). Bearer-token requests and requests without an `Origin` header (native apps) are not affected.",
     },
     Setting {
         key: "public_url",
@@ -312,6 +312,13 @@ impl std::fmt::Debug for DatabaseUrl {
 }
 
 /// Removes user info, and the query string, from a URL for display.
+/// The origin (`scheme://host[:port]`, lowercase) of a base URL such as `public_url`.
+fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    format!("{scheme}://{authority}").to_ascii_lowercase()
+}
+
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<unparseable url>".into();
@@ -740,6 +747,12 @@ impl Config {
                     format!("'{url}' is not a base URL like https://renkei.example.jp"),
                 ));
             }
+        };
+        // Unset, the browser origins allowed are the one of `public_url` (none without it).
+        let allowed_origins = if raw.get("allowed_origins").is_some() {
+            allowed_origins
+        } else {
+            public_url.iter().map(|url| origin_of(url)).collect()
         };
         let oidc_after_login_url = raw
             .get("oidc_after_login_url")

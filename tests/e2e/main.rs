@@ -6,6 +6,7 @@ mod applications;
 mod audit;
 mod auth;
 mod graphql_http;
+mod hardening;
 mod health;
 mod login;
 mod multi_instance;
