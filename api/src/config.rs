@@ -253,6 +253,11 @@ pub const SETTINGS: &[Setting] = &[
         default: "Asia/Tokyo",
         doc: "IANA time zone of new tenants; times are stored in UTC and rendered with the tenant's offset.",
     },
+    Setting {
+        key: "graphql_max_response_bytes",
+        default: "8388608",
+        doc: "Largest GraphQL response over HTTP, in bytes (8 MiB); a larger one is replaced by a `BAD_REQUEST` error (a mutation's change stays made).",
+    },
 ];
 
 /// The configuration table as Markdown: one row per setting, as the README shows it.
@@ -347,6 +352,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub graphql_max_depth: usize,
     pub graphql_max_complexity: usize,
+    pub graphql_max_response_bytes: usize,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub default_time_zone: chrono_tz::Tz,
@@ -865,6 +871,10 @@ impl Config {
             graphql_max_depth: raw.positive("graphql_max_depth", "a positive whole number")?,
             graphql_max_complexity: raw
                 .positive("graphql_max_complexity", "a positive whole number")?,
+            graphql_max_response_bytes: raw.positive(
+                "graphql_max_response_bytes",
+                "a positive whole number of bytes",
+            )?,
             max_body_bytes: raw.positive("max_body_bytes", "a positive whole number of bytes")?,
             shutdown_grace: Duration::from_secs(
                 raw.parse("shutdown_grace_seconds", "a whole number of seconds")?,

@@ -221,7 +221,11 @@ async fn graphql_post(
         .data(request_context(&state, &conn, &headers))
         .data(Loaders::new(&state.app.db));
     let response = state.schema.execute(request).await;
-    graphql_response(&headers, response)
+    graphql_response(
+        &headers,
+        response,
+        state.app.config.graphql_max_response_bytes,
+    )
 }
 
 /// Room for the `operations` and `map` parts of an upload request besides its file.
@@ -242,7 +246,11 @@ fn file_too_large(limit: u64) -> Response {
 
 /// GraphQL-over-HTTP: `application/graphql-response+json` when asked for (with 400 when the
 /// request itself was invalid and nothing executed), else `application/json` and always 200.
-fn graphql_response(headers: &HeaderMap, mut response: async_graphql::Response) -> Response {
+fn graphql_response(
+    headers: &HeaderMap,
+    mut response: async_graphql::Response,
+    max_bytes: usize,
+) -> Response {
     let modern = accepts(headers, GRAPHQL_RESPONSE_JSON);
     // Parse and validation errors have no path; execution errors always do.
     let request_error = response.data == async_graphql::Value::Null
@@ -255,13 +263,32 @@ fn graphql_response(headers: &HeaderMap, mut response: async_graphql::Response) 
     };
     // Headers set by resolvers (Set-Cookie) are not part of the JSON body.
     let http_headers = std::mem::take(&mut response.http_headers);
-    let body = match serde_json::to_vec(&response) {
+    // graphql-over-http: a request that never executed has no `data` at all.
+    let serialised = if modern && request_error {
+        serde_json::to_value(&response).and_then(|mut value| {
+            if let Some(object) = value.as_object_mut() {
+                object.remove("data");
+            }
+            serde_json::to_vec(&value)
+        })
+    } else {
+        serde_json::to_vec(&response)
+    };
+    let body = match serialised {
         Ok(body) => body,
         Err(e) => {
             tracing::error!(error = %e, "serialising a GraphQL response failed");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            return crate::error::AppError::internal(e).into_response();
         }
     };
+    if body.len() > max_bytes {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "the response would be larger than {max_bytes} bytes; ask for less (smaller pages, fewer fields)"
+            ),
+        );
+    }
     let content_type = if modern {
         GRAPHQL_RESPONSE_JSON
     } else {

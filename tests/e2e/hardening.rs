@@ -353,3 +353,452 @@ async fn every_api_answer_carries_the_security_headers() {
         assert_eq!(get("cross-origin-resource-policy"), "same-origin", "{what}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. NUL, control and bidi characters in every string argument
+// ---------------------------------------------------------------------------------------------
+
+const INTROSPECT: &str = "{ __schema { queryType { name } mutationType { name } types { name kind fields { name args { name type { ...T } } type { ...T } } inputFields { name type { ...T } } enumValues { name } } } } fragment T on __Type { kind name ofType { kind name ofType { kind name ofType { kind name } } } }";
+
+/// The schema as introspection tells it, with what a test needs to build calls.
+struct Introspected {
+    types: std::collections::HashMap<String, Value>,
+}
+
+impl Introspected {
+    fn named(ty: &Value) -> (&str, &str) {
+        let mut t = ty;
+        while t["ofType"].is_object() {
+            t = &t["ofType"];
+        }
+        (t["kind"].as_str().unwrap(), t["name"].as_str().unwrap())
+    }
+
+    /// The GraphQL type expression (`[String!]!`) of an introspected type.
+    fn type_string(ty: &Value) -> String {
+        match ty["kind"].as_str().unwrap() {
+            "NON_NULL" => format!("{}!", Self::type_string(&ty["ofType"])),
+            "LIST" => format!("[{}]", Self::type_string(&ty["ofType"])),
+            _ => ty["name"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// A valid value of `ty`, with `poison` at `target` (a path of input field names) when given.
+    fn value(&self, ty: &Value, target: Option<&[String]>, poison: &Value, depth: usize) -> Value {
+        match ty["kind"].as_str().unwrap() {
+            "NON_NULL" => self.value(&ty["ofType"], target, poison, depth),
+            "LIST" => json!([self.value(&ty["ofType"], target, poison, depth)]),
+            _ => {
+                let name = ty["name"].as_str().unwrap();
+                if let Some([]) = target {
+                    return poison.clone();
+                }
+                match name {
+                    "String" => json!("x"),
+                    "ID" => json!("00000000-0000-7000-8000-000000000000"),
+                    "Int" => json!(1),
+                    "Float" => json!(1.0),
+                    "Boolean" => json!(true),
+                    "Date" => json!("2026-01-01"),
+                    "DateTime" => json!("2026-01-01T00:00:00+09:00"),
+                    "JSON" => json!({}),
+                    _ => {
+                        let t = &self.types[name];
+                        match t["kind"].as_str().unwrap() {
+                            "ENUM" => t["enumValues"][0]["name"].clone(),
+                            "INPUT_OBJECT" => {
+                                let mut out = serde_json::Map::new();
+                                for f in t["inputFields"].as_array().unwrap() {
+                                    let fname = f["name"].as_str().unwrap();
+                                    let sub = target.and_then(|t| {
+                                        (t.first().map(String::as_str) == Some(fname))
+                                            .then(|| &t[1..])
+                                    });
+                                    let required = f["type"]["kind"] == "NON_NULL";
+                                    if (required && depth < 4) || sub.is_some() {
+                                        out.insert(
+                                            fname.into(),
+                                            self.value(&f["type"], sub, poison, depth + 1),
+                                        );
+                                    }
+                                }
+                                Value::Object(out)
+                            }
+                            other => panic!("no value for {name} ({other})"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Paths (input field names) of every String/ID (and JSON) inside `ty`.
+    fn string_paths(&self, ty: &Value, depth: usize) -> Vec<Vec<String>> {
+        let (kind, name) = Self::named(ty);
+        match (kind, name) {
+            ("SCALAR", "String" | "ID" | "JSON") => vec![vec![]],
+            ("INPUT_OBJECT", _) if depth < 4 => {
+                let mut out = Vec::new();
+                for f in self.types[name]["inputFields"].as_array().unwrap() {
+                    for mut p in self.string_paths(&f["type"], depth + 1) {
+                        p.insert(0, f["name"].as_str().unwrap().to_string());
+                        out.push(p);
+                    }
+                }
+                out
+            }
+            _ => vec![],
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_string_argument_refuses_nul_with_bad_user_input() {
+    let k = Kita::new().await;
+    let intro = k.city.graphql(INTROSPECT, json!({})).await;
+    let schema = &intro.ok()["__schema"];
+    let types: std::collections::HashMap<String, Value> = schema["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap().to_string(), t.clone()))
+        .collect();
+    let intro = Introspected { types };
+    let mut calls = 0;
+    let mut failures = Vec::new();
+    for (op, root) in [
+        ("query", schema["queryType"]["name"].as_str().unwrap()),
+        ("mutation", schema["mutationType"]["name"].as_str().unwrap()),
+    ] {
+        for field in intro.types[root]["fields"].as_array().unwrap() {
+            let fname = field["name"].as_str().unwrap();
+            let args = field["args"].as_array().unwrap();
+            if args
+                .iter()
+                .any(|a| Introspected::named(&a["type"]).1 == "Upload")
+            {
+                continue; // multipart: tested on its own below
+            }
+            let (ret_kind, _) = Introspected::named(&field["type"]);
+            let selection = if matches!(ret_kind, "SCALAR" | "ENUM") {
+                ""
+            } else {
+                "{ __typename }"
+            };
+            for (ai, arg) in args.iter().enumerate() {
+                for target in intro.string_paths(&arg["type"], 0) {
+                    let (_, leaf_type) = {
+                        // JSON takes an object holding the NUL; the others the string itself.
+                        let mut t = &arg["type"];
+                        for step in &target {
+                            let (_, n) = Introspected::named(t);
+                            t = &intro.types[n]["inputFields"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .find(|f| f["name"] == step.as_str())
+                                .unwrap()["type"];
+                        }
+                        Introspected::named(t)
+                    };
+                    let poison = if leaf_type == "JSON" {
+                        json!({ "name": "a\u{0}b" })
+                    } else {
+                        json!("a\u{0}b")
+                    };
+                    let mut defs = Vec::new();
+                    let mut uses = Vec::new();
+                    let mut vars = serde_json::Map::new();
+                    for (bi, other) in args.iter().enumerate() {
+                        let required = other["type"]["kind"] == "NON_NULL";
+                        if bi != ai && !required {
+                            continue;
+                        }
+                        let var = format!("v{bi}");
+                        defs.push(format!(
+                            "${var}: {}",
+                            Introspected::type_string(&other["type"])
+                        ));
+                        uses.push(format!("{}: ${var}", other["name"].as_str().unwrap()));
+                        let t = (bi == ai).then_some(target.as_slice());
+                        vars.insert(var, intro.value(&other["type"], t, &poison, 0));
+                    }
+                    let query = format!(
+                        "{op}({}) {{ {fname}({}) {selection} }}",
+                        defs.join(", "),
+                        uses.join(", ")
+                    );
+                    let resp = k.city.graphql(&query, Value::Object(vars.clone())).await;
+                    calls += 1;
+                    let what = format!("{fname}({}.{})", arg["name"], target.join("."));
+                    if resp.code() != Some("BAD_USER_INPUT") || resp.field().is_none() {
+                        failures.push(format!("{what}: {}", resp.body));
+                    }
+                }
+            }
+        }
+    }
+    assert!(calls > 100, "walked only {calls} arguments");
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+
+    // Inline literals, identifiers and free text.
+    let (doc, doc_c) = k.staff("doc", k.a).await;
+    let room = room_with(&k.city, yamada(), &[(&doc, &doc_c)], &[]).await;
+    let room_id = room["id"].as_str().unwrap();
+    let inline = format!(
+        "mutation {{ postNote(input: {{ roomId: \"{room_id}\", body: \"x\\u0000y\" }}) {{ id }} }}"
+    );
+    let resp = doc_c.graphql(&inline, json!({})).await;
+    resp.expect_code("BAD_USER_INPUT");
+    assert_eq!(resp.field(), Some("body"));
+    for (what, input, ok) in [
+        (
+            "free text keeps line breaks and tabs",
+            json!({ "roomId": room_id, "body": "a\nb\tc\r\nd" }),
+            true,
+        ),
+        (
+            "free text refuses other C0",
+            json!({ "roomId": room_id, "body": "a\u{7}b" }),
+            false,
+        ),
+        (
+            "free text refuses bidi overrides",
+            json!({ "roomId": room_id, "body": "a\u{202E}b" }),
+            false,
+        ),
+        (
+            "identifiers refuse line breaks",
+            json!({ "roomId": room_id, "body": "ok", "clientMutationId": "a\nb" }),
+            false,
+        ),
+        (
+            "identifiers refuse bidi isolates",
+            json!({ "roomId": room_id, "body": "ok", "clientMutationId": "a\u{2067}b" }),
+            false,
+        ),
+    ] {
+        let resp = doc_c.graphql(POST_NOTE, json!({ "i": input })).await;
+        if ok {
+            assert!(resp.errors().is_empty(), "{what}: {}", resp.body);
+        } else {
+            resp.expect_code("BAD_USER_INPUT");
+        }
+    }
+    // A multipart file name is input too.
+    let resp = doc_c
+        .graphql_upload(
+            UPLOAD,
+            json!({ "r": room_id, "file": null }),
+            "variables.file",
+            renkei_tests::UploadFile {
+                name: "photo\u{202E}gpj.exe",
+                content_type: "image/jpeg",
+                bytes: &jpeg(),
+            },
+        )
+        .await;
+    resp.expect_code("BAD_USER_INPUT");
+    assert_eq!(resp.field(), Some("file"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. query cost
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn nested_connections_and_alias_floods_are_refused_before_running() {
+    let k = Kita::with_env(&[("RENKEI_GRAPHQL_MAX_RESPONSE_BYTES", "20000")]).await;
+    let nested = "{ users(first: 100) { edges { node { id facility { staff(first: 100) { edges { node { id facility { staff(first: 100) { edges { node { id } } } } } } } } } } } }";
+    let aliases: String = (0..10_000).map(|i| format!("a{i}: __typename ")).collect();
+    let small_aliases: String = (0..2_001).map(|i| format!("a{i}: __typename ")).collect();
+    for (what, query) in [
+        ("users > staff > staff", nested.to_string()),
+        ("10,000 aliases of __typename", format!("{{ {aliases} }}")),
+        (
+            "2,001 aliases of __typename",
+            format!("{{ {small_aliases} }}"),
+        ),
+        (
+            "one connection of 100 with 21 fields",
+            format!(
+                "{{ users(first: 100) {{ edges {{ node {{ {} }} }} }} }}",
+                (0..19).map(|i| format!("f{i}: id ")).collect::<String>()
+            ),
+        ),
+    ] {
+        let resp = k.city.graphql(&query, json!({})).await;
+        resp.expect_code("GRAPHQL_VALIDATION_FAILED");
+        assert!(
+            resp.body.get("data").is_none_or(Value::is_null),
+            "{what}: nothing ran"
+        );
+    }
+    // Within the limit: 2,000 fields are fine, and so is a page of 100 with 19 fields.
+    let fine: String = (0..1_999).map(|i| format!("a{i}: __typename ")).collect();
+    let resp = k.city.graphql(&format!("{{ {fine} }}"), json!({})).await;
+    // … but its answer passes the response ceiling set for this test (20,000 bytes).
+    resp.expect_code("BAD_REQUEST");
+    let page = format!(
+        "{{ users(first: 100) {{ edges {{ node {{ {} }} }} }} }}",
+        (0..17).map(|i| format!("f{i}: id ")).collect::<String>()
+    );
+    k.city.graphql(&page, json!({})).await.ok();
+    let small: String = (0..500).map(|i| format!("a{i}: __typename ")).collect();
+    k.city
+        .graphql(&format!("{{ {small} }}"), json!({}))
+        .await
+        .ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. every error carries a code
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn parse_validation_and_coercion_errors_carry_codes() {
+    let k = Kita::new().await;
+    let (doc, doc_c) = k.staff("doc", k.a).await;
+    let room = room_with(&k.city, yamada(), &[(&doc, &doc_c)], &[]).await;
+    let room_id = room["id"].as_str().unwrap();
+    let mut deep = "id".to_string();
+    for _ in 0..5 {
+        deep = format!("facility {{ staff(first: 1) {{ edges {{ node {{ {deep} }} }} }} }}");
+    }
+    let deep = format!("{{ me {{ {deep} }} }}");
+    for (what, query, vars, code) in [
+        ("parse", "{ me { id ", json!({}), "GRAPHQL_PARSE_FAILED"),
+        (
+            "unknown field",
+            "{ me { idd } }",
+            json!({}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (
+            "wrong argument type",
+            "{ rooms(first: \"x\") { totalCount } }",
+            json!({}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (
+            "variable coercion",
+            "query($n:Int){ rooms(first:$n) { totalCount } }",
+            json!({ "n": "many" }),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (
+            "missing variable",
+            "query($n:Int!){ rooms(first:$n) { totalCount } }",
+            json!({}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (
+            "too deep",
+            deep.as_str(),
+            json!({}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (
+            "unknown operation name",
+            "query A { me { id } }",
+            json!({}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+    ] {
+        let mut body = json!({ "query": query, "variables": vars });
+        if what == "unknown operation name" {
+            body["operationName"] = json!("B");
+        }
+        let resp = post_json(
+            &doc_c,
+            &body,
+            &[(
+                "authorization",
+                &format!("Bearer {}", doc_c.token.clone().unwrap()),
+            )],
+        )
+        .await;
+        assert!(!resp.errors().is_empty(), "{what}: {}", resp.body);
+        for e in resp.errors() {
+            assert_eq!(e["extensions"]["code"], code, "{what}: {}", resp.body);
+        }
+        // graphql-response+json: HTTP 400 and no `data` key.
+        let modern = post_json(
+            &doc_c,
+            &body,
+            &[
+                (
+                    "authorization",
+                    &format!("Bearer {}", doc_c.token.clone().unwrap()),
+                ),
+                ("accept", "application/graphql-response+json"),
+            ],
+        )
+        .await;
+        assert_eq!(modern.status, 400, "{what}: {}", modern.body);
+        assert!(modern.body.get("data").is_none(), "{what}: {}", modern.body);
+    }
+    // A date that does not parse names its field.
+    let resp = doc_c
+        .graphql(
+            "query($r:ID!,$f:DateTime){ room(id:$r){ vitals(from:$f){ totalCount } } }",
+            json!({ "r": room_id, "f": "yesterday" }),
+        )
+        .await;
+    assert_eq!(resp.code(), Some("BAD_USER_INPUT"), "{}", resp.body);
+    assert_eq!(resp.field(), Some("from"), "{}", resp.body);
+    // HTTP-level refusals: BAD_REQUEST with their status.
+    let too_big = "x".repeat(1_100_000);
+    let resp = post_json(&doc_c, &json!({ "query": too_big }), &[]).await;
+    assert_eq!(resp.status, 413);
+    resp.expect_code("BAD_REQUEST");
+    let resp = gql_of(
+        doc_c
+            .http
+            .post(k.app.url("/graphql"))
+            .header("content-type", "text/plain")
+            .body("{ me { id } }")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status, 415);
+    resp.expect_code("BAD_REQUEST");
+    let resp = post_json(
+        &doc_c,
+        &json!([{ "query": "{ __typename }" }, { "query": "{ __typename }" }]),
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status, 400);
+    resp.expect_code("BAD_REQUEST");
+}
+
+#[tokio::test]
+async fn production_validation_messages_make_no_suggestions() {
+    let prod = renkei_tests::spawn_app_with(renkei_tests::TestOptions {
+        env: vec![
+            ("RENKEI_ENV".into(), "production".into()),
+            (
+                "RENKEI_MASTER_KEY".into(),
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
+            ),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let dev = renkei_tests::spawn_app().await;
+    for (app, suggests) in [(&prod, false), (&dev, true)] {
+        let resp = app.client().graphql("{ me { loginI } }", json!({})).await;
+        resp.expect_code("GRAPHQL_VALIDATION_FAILED");
+        let message = resp.errors()[0]["message"].as_str().unwrap();
+        // The same query; only the environment differs.
+        assert_eq!(message.contains("Did you mean"), suggests, "{message}");
+    }
+}
