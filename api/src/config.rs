@@ -90,8 +90,8 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "graphql_max_complexity",
-        default: "2000",
-        doc: "Largest query complexity accepted (each field counts 1, connections count by page size).",
+        default: "5000",
+        doc: "Largest query cost accepted: every selected field (aliases and `__typename` included) counts 1, times the page size (`first`/`last`, default 20) of each connection it is inside. A page of 100 notes with every field costs about 3,300.",
     },
     Setting {
         key: "max_body_bytes",

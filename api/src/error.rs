@@ -198,19 +198,38 @@ impl From<sea_orm::DbErr> for AppError {
             {
                 AppError::Unavailable(err.into())
             }
+            // sea-orm reports a dead connection under a statement like this, without the cause.
+            DbErr::Query(RuntimeErr::Internal(ref m))
+            | DbErr::Exec(RuntimeErr::Internal(ref m))
+                if m.contains("connection") =>
+            {
+                AppError::Unavailable(err.into())
+            }
             other => AppError::Internal(other.into()),
         }
     }
 }
 
+/// Errors of the connection rather than of the statement: the database went away (restart,
+/// failover, `pg_terminate_backend`), refuses connections, or the pool had none to give.
 fn is_connection_error(e: &sea_orm::sqlx::Error) -> bool {
-    matches!(
-        e,
-        sea_orm::sqlx::Error::Io(_)
-            | sea_orm::sqlx::Error::PoolTimedOut
-            | sea_orm::sqlx::Error::PoolClosed
-            | sea_orm::sqlx::Error::WorkerCrashed
-    )
+    use sea_orm::sqlx::Error;
+    match e {
+        Error::Io(_)
+        | Error::Tls(_)
+        | Error::Protocol(_)
+        | Error::PoolTimedOut
+        | Error::PoolClosed
+        | Error::WorkerCrashed => true,
+        Error::Database(db) => db.code().is_some_and(|code| is_connection_sqlstate(&code)),
+        _ => false,
+    }
+}
+
+/// PostgreSQL's connection exceptions (class 08), administrator shutdown and crash (57P01-03),
+/// and too many connections (53300); SQLite's busy/locked never count.
+fn is_connection_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 impl From<redis::RedisError> for AppError {

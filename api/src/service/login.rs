@@ -255,9 +255,10 @@ async fn attempt(state: &AppState, req: &LoginRequest<'_>) -> Result<LoginSucces
             Some(&tenant),
         ));
     }
-    // The certificate names its user: any other login ID gets one answer (whether it exists,
-    // whatever the password), after the same Argon2id work, so one certificate cannot be used
-    // to test other people's passwords. The certificate's own account counts the failure.
+    // The certificate names its user: any other login ID gets one answer, CERTIFICATE_REQUIRED
+    // (not this user's certificate), whether it exists and whatever the password, after the
+    // same Argon2id work, so one certificate cannot be used to test other people's passwords.
+    // It counts against the IP like any failed login; the named account is left untouched.
     let owner = user::Entity::find_by_id(certificate.user_id)
         .one(db)
         .await
@@ -265,7 +266,7 @@ async fn attempt(state: &AppState, req: &LoginRequest<'_>) -> Result<LoginSucces
     let Some(user) = owner.filter(|u| u.login_id == req.login_id) else {
         state.hasher.verify_dummy(req.password.clone()).await;
         return Err(fail(
-            bad_credentials(),
+            AppError::CertificateRequired,
             FailureReason::CertificateOfAnotherUser,
             None,
             Some(&tenant),
