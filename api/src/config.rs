@@ -90,8 +90,8 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "graphql_max_complexity",
-        default: "2000",
-        doc: "Largest query complexity accepted (each field counts 1, connections count by page size).",
+        default: "5000",
+        doc: "Largest query cost accepted: every selected field (aliases and `__typename` included) counts 1, times the page size (`first`/`last`, default 20) of each connection it is inside. A page of 100 notes with every field costs about 3,300.",
     },
     Setting {
         key: "max_body_bytes",
@@ -225,8 +225,8 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "allowed_origins",
-        default: "(unset)",
-        doc: "Comma-separated browser origins (`https://renkei.example.jp`) allowed to open `/graphql/ws` besides the server's own. Requests without an `Origin` header (native apps) are not affected.",
+        default: "(origin of public_url)",
+        doc: "Comma-separated browser origins (`https://renkei.example.jp`) allowed to send requests authenticated by the session cookie and to open `/graphql/ws`; unset, the origin of `public_url` (with neither, no browser origin is allowed). Bearer-token requests and requests without an `Origin` header (native apps) are not affected.",
     },
     Setting {
         key: "public_url",
@@ -328,6 +328,11 @@ pub const SETTINGS: &[Setting] = &[
         default: "<public_url>",
         doc: "The `sub` of VAPID tokens (RFC 8292): a `mailto:` or `https:` URI push services may contact about this server. Unset: `public_url`; with neither, Web Push is off.",
     },
+    Setting {
+        key: "graphql_max_response_bytes",
+        default: "8388608",
+        doc: "Largest GraphQL response over HTTP, in bytes (8 MiB); a larger one is replaced by a `BAD_REQUEST` error (a mutation's change stays made).",
+    },
 ];
 
 /// The configuration table as Markdown: one row per setting, as the README shows it.
@@ -387,6 +392,13 @@ impl std::fmt::Debug for DatabaseUrl {
 }
 
 /// Removes user info, and the query string, from a URL for display.
+/// The origin (`scheme://host[:port]`, lowercase) of a base URL such as `public_url`.
+fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    format!("{scheme}://{authority}").to_ascii_lowercase()
+}
+
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<unparseable url>".into();
@@ -415,6 +427,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub graphql_max_depth: usize,
     pub graphql_max_complexity: usize,
+    pub graphql_max_response_bytes: usize,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub shutdown_drain: Duration,
@@ -872,6 +885,12 @@ impl Config {
                 ));
             }
         };
+        // Unset, the browser origins allowed are the one of `public_url` (none without it).
+        let allowed_origins = if raw.get("allowed_origins").is_some() {
+            allowed_origins
+        } else {
+            public_url.iter().map(|url| origin_of(url)).collect()
+        };
         let oidc_after_login_url = raw
             .get("oidc_after_login_url")
             .map(|u| u.trim().to_owned())
@@ -1000,6 +1019,10 @@ impl Config {
             graphql_max_depth: raw.positive("graphql_max_depth", "a positive whole number")?,
             graphql_max_complexity: raw
                 .positive("graphql_max_complexity", "a positive whole number")?,
+            graphql_max_response_bytes: raw.positive(
+                "graphql_max_response_bytes",
+                "a positive whole number of bytes",
+            )?,
             max_body_bytes: raw.positive("max_body_bytes", "a positive whole number of bytes")?,
             shutdown_grace: Duration::from_secs(
                 raw.parse("shutdown_grace_seconds", "a whole number of seconds")?,

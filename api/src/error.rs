@@ -14,13 +14,26 @@ pub enum AppError {
     CertificateRequired,
     Forbidden,
     NotFound,
-    BadUserInput { field: String, message: String },
+    BadUserInput {
+        field: String,
+        message: String,
+    },
     Conflict(String),
-    AccountLocked { retry_after_seconds: Option<u64> },
+    AccountLocked {
+        retry_after_seconds: Option<u64>,
+    },
     AccountSuspended,
     PasswordChangeRequired,
     PledgeRequired,
-    RateLimited { retry_after_seconds: u64 },
+    RateLimited {
+        retry_after_seconds: u64,
+    },
+    /// Refused at the HTTP level before any GraphQL ran (body too large, wrong content type,
+    /// a batch): `BAD_REQUEST` with this status.
+    BadRequest {
+        status: axum::http::StatusCode,
+        message: String,
+    },
     Unavailable(anyhow::Error),
     Internal(anyhow::Error),
 }
@@ -55,6 +68,7 @@ impl AppError {
             AppError::PasswordChangeRequired => "the password must be changed first".into(),
             AppError::PledgeRequired => "the pledge (form 6) must be accepted first".into(),
             AppError::RateLimited { .. } => "too many requests".into(),
+            AppError::BadRequest { message, .. } => message.clone(),
             AppError::Unavailable(_) => "a backing service is unavailable; retry later".into(),
             AppError::Internal(_) => "internal error".into(),
         }
@@ -74,8 +88,37 @@ impl AppError {
             AppError::PasswordChangeRequired => "PASSWORD_CHANGE_REQUIRED",
             AppError::PledgeRequired => "PLEDGE_REQUIRED",
             AppError::RateLimited { .. } => "RATE_LIMITED",
+            AppError::BadRequest { .. } => "BAD_REQUEST",
             AppError::Unavailable(_) => "UNAVAILABLE",
             AppError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub fn bad_request(status: axum::http::StatusCode, message: impl Into<String>) -> Self {
+        AppError::BadRequest {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status of a plain route's (or a refused HTTP request's) answer with this error.
+    pub fn http_status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self {
+            AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            AppError::CertificateRequired
+            | AppError::Forbidden
+            | AppError::AccountLocked { .. }
+            | AppError::AccountSuspended
+            | AppError::PasswordChangeRequired
+            | AppError::PledgeRequired => StatusCode::FORBIDDEN,
+            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::BadUserInput { .. } => StatusCode::BAD_REQUEST,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::BadRequest { status, .. } => *status,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -108,6 +151,32 @@ impl AppError {
     }
 }
 
+/// The one HTTP face of an error: its status and the GraphQL-shaped body
+/// `{"errors":[{"message", "extensions":{"code", …}}]}` every route answers with.
+impl axum::response::IntoResponse for AppError {
+    fn into_response(self) -> axum::response::Response {
+        let status = self.http_status();
+        let retry_after = match &self {
+            AppError::RateLimited {
+                retry_after_seconds,
+            } => Some(*retry_after_seconds),
+            _ => None,
+        };
+        let error = self.into_graphql();
+        let body = serde_json::json!({ "errors": [{
+            "message": error.message,
+            "extensions": error.extensions,
+        }] });
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
+    }
+}
+
 impl From<AppError> for async_graphql::Error {
     fn from(err: AppError) -> Self {
         err.into_graphql()
@@ -129,19 +198,38 @@ impl From<sea_orm::DbErr> for AppError {
             {
                 AppError::Unavailable(err.into())
             }
+            // sea-orm reports a dead connection under a statement like this, without the cause.
+            DbErr::Query(RuntimeErr::Internal(ref m))
+            | DbErr::Exec(RuntimeErr::Internal(ref m))
+                if m.contains("connection") =>
+            {
+                AppError::Unavailable(err.into())
+            }
             other => AppError::Internal(other.into()),
         }
     }
 }
 
+/// Errors of the connection rather than of the statement: the database went away (restart,
+/// failover, `pg_terminate_backend`), refuses connections, or the pool had none to give.
 fn is_connection_error(e: &sea_orm::sqlx::Error) -> bool {
-    matches!(
-        e,
-        sea_orm::sqlx::Error::Io(_)
-            | sea_orm::sqlx::Error::PoolTimedOut
-            | sea_orm::sqlx::Error::PoolClosed
-            | sea_orm::sqlx::Error::WorkerCrashed
-    )
+    use sea_orm::sqlx::Error;
+    match e {
+        Error::Io(_)
+        | Error::Tls(_)
+        | Error::Protocol(_)
+        | Error::PoolTimedOut
+        | Error::PoolClosed
+        | Error::WorkerCrashed => true,
+        Error::Database(db) => db.code().is_some_and(|code| is_connection_sqlstate(&code)),
+        _ => false,
+    }
+}
+
+/// PostgreSQL's connection exceptions (class 08), administrator shutdown and crash (57P01-03),
+/// and too many connections (53300); SQLite's busy/locked never count.
+fn is_connection_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 impl From<redis::RedisError> for AppError {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_graphql::http::{GraphiQLSource, MultipartOptions, WebSocketProtocols, WsMessage};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
@@ -58,6 +58,24 @@ pub fn router(state: HttpState) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
+        // An API answer is never a page to frame, embed or render: GraphiQL's page brings its
+        // own Content-Security-Policy, which this one does not replace.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cross-origin-resource-policy"),
+            HeaderValue::from_static("same-origin"),
+        ))
         .with_state(state)
 }
 
@@ -99,14 +117,9 @@ fn accepts(headers: &HeaderMap, media: &str) -> bool {
         .any(|item| item.split(';').next().map(str::trim) == Some(media))
 }
 
+/// An HTTP-level refusal: code `BAD_REQUEST` with `status`.
 fn problem(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        Json(
-            json!({ "errors": [{ "message": message, "extensions": { "code": "BAD_REQUEST" } }] }),
-        ),
-    )
-        .into_response()
+    crate::error::AppError::bad_request(status, message).into_response()
 }
 
 async fn graphql_post(
@@ -126,6 +139,13 @@ async fn graphql_post(
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
+    if !cookie_request_allowed(
+        &headers,
+        &state.app.config.allowed_origins,
+        media == "multipart/form-data",
+    ) {
+        return cross_site_refused();
+    }
     let parsed = match media.as_str() {
         "application/json" => {
             let bytes = match axum::body::to_bytes(body, state.app.config.max_body_bytes).await {
@@ -203,7 +223,11 @@ async fn graphql_post(
         .data(request_context(&state, &conn, &headers))
         .data(Loaders::new(&state.app.db));
     let response = state.schema.execute(request).await;
-    graphql_response(&headers, response)
+    graphql_response(
+        &headers,
+        response,
+        state.app.config.graphql_max_response_bytes,
+    )
 }
 
 /// Room for the `operations` and `map` parts of an upload request besides its file.
@@ -224,7 +248,11 @@ fn file_too_large(limit: u64) -> Response {
 
 /// GraphQL-over-HTTP: `application/graphql-response+json` when asked for (with 400 when the
 /// request itself was invalid and nothing executed), else `application/json` and always 200.
-fn graphql_response(headers: &HeaderMap, mut response: async_graphql::Response) -> Response {
+fn graphql_response(
+    headers: &HeaderMap,
+    mut response: async_graphql::Response,
+    max_bytes: usize,
+) -> Response {
     let modern = accepts(headers, GRAPHQL_RESPONSE_JSON);
     // Parse and validation errors have no path; execution errors always do.
     let request_error = response.data == async_graphql::Value::Null
@@ -237,13 +265,32 @@ fn graphql_response(headers: &HeaderMap, mut response: async_graphql::Response) 
     };
     // Headers set by resolvers (Set-Cookie) are not part of the JSON body.
     let http_headers = std::mem::take(&mut response.http_headers);
-    let body = match serde_json::to_vec(&response) {
+    // graphql-over-http: a request that never executed has no `data` at all.
+    let serialised = if modern && request_error {
+        serde_json::to_value(&response).and_then(|mut value| {
+            if let Some(object) = value.as_object_mut() {
+                object.remove("data");
+            }
+            serde_json::to_vec(&value)
+        })
+    } else {
+        serde_json::to_vec(&response)
+    };
+    let body = match serialised {
         Ok(body) => body,
         Err(e) => {
             tracing::error!(error = %e, "serialising a GraphQL response failed");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            return crate::error::AppError::internal(e).into_response();
         }
     };
+    if body.len() > max_bytes {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "the response would be larger than {max_bytes} bytes; ask for less (smaller pages, fewer fields)"
+            ),
+        );
+    }
     let content_type = if modern {
         GRAPHQL_RESPONSE_JSON
     } else {
@@ -284,11 +331,10 @@ async fn graphql_ws(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if !origin_allowed(&headers, &state.app.config.allowed_origins) {
-        return problem(
-            StatusCode::FORBIDDEN,
-            "this origin may not open a WebSocket to the API",
-        );
+    if !origin_allowed(&headers, &state.app.config.allowed_origins)
+        || !cookie_request_allowed(&headers, &state.app.config.allowed_origins, false)
+    {
+        return cross_site_refused();
     }
     let Some(protocol) = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -412,8 +458,8 @@ async fn ws_connection_data(
     Ok(data)
 }
 
-/// Browsers send `Origin` on WebSocket upgrades: it must be the server's own origin or a
-/// configured one. Native apps send none.
+/// Browsers send `Origin` on WebSocket upgrades: it must be one of `allowed_origins` (the
+/// request's own `Host` proves nothing, an attacker's page names its own). Native apps send none.
 fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
@@ -422,11 +468,51 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
         return false;
     };
     let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-    let own = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|host| format!("https://{}", host.to_ascii_lowercase()));
-    own.as_deref() == Some(origin.as_str()) || allowed.contains(&origin)
+    allowed.contains(&origin)
+}
+
+/// The non-simple header a multipart request authenticated by cookie must carry (either name),
+/// so that a browser sends it cross-site only after a CORS preflight, which this API never grants.
+pub const CSRF_HEADERS: [&str; 2] = ["x-renkei-csrf", "apollo-require-preflight"];
+
+/// Whether the request's session comes from the cookie (a browser sends it by itself), not
+/// from an `Authorization: Bearer` header (which a page can only set for its own origin).
+fn authenticated_by_cookie(headers: &HeaderMap) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer ") && !v["Bearer ".len()..].trim().is_empty());
+    !bearer && cookie(headers, SESSION_COOKIE).is_some()
+}
+
+/// Cross-site request forgery: a request authenticated by the session cookie must come from
+/// one of `allowed_origins`. `Origin` decides when sent; without it, `Sec-Fetch-Site` (sent by
+/// browsers, not settable by pages) must say `same-origin` or `none` when present. Requests
+/// without the cookie (Bearer tokens, native apps) pass unchanged.
+pub fn cookie_request_allowed(headers: &HeaderMap, allowed: &[String], multipart: bool) -> bool {
+    if !authenticated_by_cookie(headers) {
+        return true;
+    }
+    if multipart
+        && !CSRF_HEADERS
+            .iter()
+            .any(|name| headers.get(*name).is_some_and(|v| !v.is_empty()))
+    {
+        return false;
+    }
+    if headers.get(header::ORIGIN).is_some() {
+        return origin_allowed(headers, allowed);
+    }
+    match headers.get("sec-fetch-site").map(|v| v.to_str()) {
+        None => true,
+        Some(Ok(site)) => matches!(site.trim(), "same-origin" | "none"),
+        Some(Err(_)) => false,
+    }
+}
+
+/// The refusal of a cross-site cookie request: HTTP 403, code FORBIDDEN.
+pub fn cross_site_refused() -> Response {
+    crate::error::AppError::Forbidden.into_response()
 }
 
 /// Who is asking: the verified client certificate and address (see `auth::trust`), and the
@@ -475,12 +561,7 @@ async fn pki_crl(State(state): State<HttpState>, Path(tenant): Path<String>) -> 
 }
 
 fn unavailable(e: crate::error::AppError) -> Response {
-    let status = match e {
-        crate::error::AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    let _ = e.into_graphql(); // logs the cause
-    status.into_response()
+    e.into_response()
 }
 
 async fn healthz() -> Response {

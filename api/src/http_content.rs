@@ -6,7 +6,7 @@
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -34,6 +34,9 @@ async fn caller_of(
         &state.app.config.trusted_proxies,
         &state.app.trust,
     );
+    if !crate::http::cookie_request_allowed(headers, &state.app.config.allowed_origins, false) {
+        return Err(crate::http::cross_site_refused());
+    }
     let request = RequestContext::new(peer, ip, session_token(headers));
     match authenticate(&state.app, &request).await {
         Ok(caller) => Ok((caller, request)),
@@ -42,27 +45,7 @@ async fn caller_of(
 }
 
 fn error_response(e: AppError) -> Response {
-    let status = match &e {
-        AppError::Unauthenticated | AppError::CertificateRequired => StatusCode::UNAUTHORIZED,
-        AppError::Forbidden
-        | AppError::AccountSuspended
-        | AppError::PasswordChangeRequired
-        | AppError::PledgeRequired => StatusCode::FORBIDDEN,
-        AppError::NotFound => StatusCode::NOT_FOUND,
-        AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    let code = e.code();
-    let message = e.message();
-    if matches!(e, AppError::Internal(_)) {
-        let _ = e.into_graphql(); // logs the cause
-    }
-    (
-        status,
-        axum::Json(json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })),
-    )
-        .into_response()
+    e.into_response()
 }
 
 /// The member capability for `room_id`; a refusal is audited as DENIED with `action`.

@@ -21,25 +21,7 @@ use crate::service::oidc::{self, Callback, FLOW_TTL};
 pub const FLOW_COOKIE: &str = "__Host-renkei_oidc";
 
 fn error_response(e: AppError) -> Response {
-    let status = match &e {
-        AppError::CertificateRequired | AppError::Unauthenticated => StatusCode::FORBIDDEN,
-        AppError::NotFound => StatusCode::NOT_FOUND,
-        AppError::BadUserInput { .. } => StatusCode::BAD_REQUEST,
-        AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    let code = e.code();
-    let message = e.message();
-    if matches!(e, AppError::Internal(_) | AppError::Unavailable(_)) {
-        let _ = e.into_graphql(); // logs the cause
-    }
-    (
-        status,
-        axum::Json(
-            serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] }),
-        ),
-    )
-        .into_response()
+    e.into_response()
 }
 
 fn see_other(location: &str, cookies: &[String]) -> Response {

@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod channels;
 mod graphql_http;
+mod hardening;
 mod health;
 mod login;
 mod multi_instance;

@@ -4,6 +4,8 @@ pub mod applications;
 pub mod content;
 pub mod context;
 mod denials;
+pub mod input;
+pub mod limits;
 pub mod live;
 pub mod loaders;
 pub mod mutation;
@@ -27,10 +29,13 @@ pub fn build_schema(config: &Config, state: Option<AppState>) -> RenkeiSchema {
         subscription::Subscription,
     )
     .limit_depth(config.graphql_max_depth)
-    .limit_complexity(config.graphql_max_complexity)
-    .limit_recursive_depth(32);
+    .limit_recursive_depth(32)
+    // Before the others: its codes are on every error they see.
+    .extension(limits::RequestLimits {
+        max_cost: config.graphql_max_complexity,
+    });
     if config.is_production() {
-        builder = builder.disable_introspection();
+        builder = builder.disable_introspection().disable_suggestions();
     }
     if let Some(state) = state {
         builder = builder.data(state).extension(denials::AuditDenials);

@@ -235,10 +235,42 @@ pub async fn submit_change(
             if room.status != RoomStatus::Open {
                 return Err(AppError::bad_input(field, "the room is not open"));
             }
+            // A facility reaches only rooms it already works in: the same answer as for a room
+            // that does not exist, so the form does not tell which rooms exist.
+            if !facility_in_room(db, cap.facility.id, room.id).await? {
+                return Err(AppError::bad_input(field, "no such room"));
+            }
         }
     }
     let new = NewApplication::of_facility(cap, tenant, ApplicationKind::Change, to_json(&form)?);
     file(db, new, origin).await
+}
+
+/// Whether an ACTIVE user of `facility_id` is a current member of `room_id` (form 7's rooms).
+async fn facility_in_room(
+    db: &impl ConnectionTrait,
+    facility_id: Uuid,
+    room_id: Uuid,
+) -> AppResult<bool> {
+    use entity::room_member;
+    let member_ids: Vec<Uuid> = room_member::Entity::find()
+        .select_only()
+        .column(room_member::Column::UserId)
+        .filter(room_member::Column::RoomId.eq(room_id))
+        .filter(room_member::Column::LeftAt.is_null())
+        .into_tuple()
+        .all(db)
+        .await?;
+    if member_ids.is_empty() {
+        return Ok(false);
+    }
+    let present = user::Entity::find()
+        .filter(user::Column::Id.is_in(member_ids))
+        .filter(user::Column::FacilityId.eq(facility_id))
+        .filter(user::Column::Status.eq(AccountStatus::Active))
+        .count(db)
+        .await?;
+    Ok(present > 0)
 }
 
 /// The people a room application names: ACTIVE users of the tenant (unknown or other
@@ -1034,6 +1066,12 @@ async fn approve_change(
     for (entry, account) in form.add_staff.iter().zip(&issued) {
         for room_id in &entry.room_ids {
             let room = rooms::in_tenant(&txn, tenant.id, *room_id).await?;
+            // Checked again: the facility's members may have left since submission.
+            if !facility_in_room(&txn, facility.id, room.id).await? {
+                return Err(AppError::Conflict(
+                    "the facility no longer has a member in a room the change names".into(),
+                ));
+            }
             let made = invitations::invite_in(
                 &txn,
                 &state.config,

@@ -184,6 +184,8 @@ pub async fn upload(
     content: std::fs::File,
     origin: &Origin,
 ) -> AppResult<attachment::Model> {
+    // The client's file name is input like any argument (NUL, control and bidi characters).
+    crate::graphql::input::check_text("file", file_name)?;
     // Refuse early when the room cannot take it, before copying any bytes.
     rooms::writable_in(&state.db, access.room.id, access.user_id).await?;
     let staging = state.blobs.staging_dir().to_path_buf();

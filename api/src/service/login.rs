@@ -255,17 +255,19 @@ async fn attempt(state: &AppState, req: &LoginRequest<'_>) -> Result<LoginSucces
             Some(&tenant),
         ));
     }
-    let user = user::Entity::find()
-        .filter(user::Column::TenantId.eq(tenant.id))
-        .filter(user::Column::LoginId.eq(req.login_id))
+    // The certificate names its user: any other login ID gets one answer, CERTIFICATE_REQUIRED
+    // (not this user's certificate), whether it exists and whatever the password, after the
+    // same Argon2id work, so one certificate cannot be used to test other people's passwords.
+    // It counts against the IP like any failed login; the named account is left untouched.
+    let owner = user::Entity::find_by_id(certificate.user_id)
         .one(db)
         .await
         .map_err(AppError::from)?;
-    let Some(user) = user else {
+    let Some(user) = owner.filter(|u| u.login_id == req.login_id) else {
         state.hasher.verify_dummy(req.password.clone()).await;
         return Err(fail(
-            bad_credentials(),
-            FailureReason::UnknownUser,
+            AppError::CertificateRequired,
+            FailureReason::CertificateOfAnotherUser,
             None,
             Some(&tenant),
         ));
@@ -319,15 +321,6 @@ async fn attempt(state: &AppState, req: &LoginRequest<'_>) -> Result<LoginSucces
         );
         failure.audited = true;
         return Err(failure);
-    }
-    // Both factors must be the same person's.
-    if certificate.user_id != user.id {
-        return Err(fail(
-            AppError::CertificateRequired,
-            FailureReason::CertificateOfAnotherUser,
-            Some(&user),
-            Some(&tenant),
-        ));
     }
     let facility_suspended = match user.facility_id {
         Some(fid) => facility::Entity::find_by_id(fid)
