@@ -292,7 +292,7 @@ impl CostWalker<'_> {
                         }
                         own.saturating_add(self.cost(
                             &field.selection_set.node,
-                            child_type.as_deref(),
+                            child_type,
                             multiplier.saturating_mul(factor),
                             depth + 1,
                         ))
