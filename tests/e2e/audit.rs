@@ -336,9 +336,10 @@ async fn unknown_login_id_failure_has_no_actor() {
     let (admin, staff) = kita_with_staff(&app).await;
     let auditor = working_session(&app, &admin).await;
 
+    // The certificate names its user: another login ID, known or not, is CERTIFICATE_REQUIRED.
     attempt(&app.client_for(&staff), "kita", "nobody", "Some-password-1")
         .await
-        .expect_code("UNAUTHENTICATED");
+        .expect_code("CERTIFICATE_REQUIRED");
     // An unknown tenant has no log to file the attempt under: it is recorded nowhere.
     attempt(
         &app.client_for(&staff),
@@ -357,7 +358,11 @@ async fn unknown_login_id_failure_has_no_actor() {
         "nobody is behind an unknown login ID: {failure}"
     );
     assert_eq!(failure["outcome"], "FAILED");
-    assert_eq!(detail(failure)["reason"], "unknown_user", "{failure}");
+    assert_eq!(
+        detail(failure)["reason"],
+        "certificate_of_another_user",
+        "{failure}"
+    );
     assert_eq!(detail(failure)["loginId"], "nobody", "{failure}");
     assert_eq!(failure["ip"], LOCALHOST, "{failure}");
     // The certificate presented is known even when the login ID is not.
