@@ -943,8 +943,19 @@ async fn the_read_chain_migration_keeps_the_chain_and_is_not_undone_over_read_ev
     );
     let verify = || run_in(dir.path(), &["audit", "verify", "--tenant", "kita"], &[]);
 
+    // Undoing the read-chain migration means undoing the ones after it too.
+    let steps = {
+        use migration::MigratorTrait as _;
+        let migrations = migration::Migrator::migrations();
+        let read_chain = migrations
+            .iter()
+            .position(|m| m.name() == "m20261124_000008_audit_read_chain")
+            .unwrap();
+        (migrations.len() - read_chain).to_string()
+    };
+
     // Back to one chain and forward again: the events are the changes chain, unchanged.
-    let out = run_in(dir.path(), &["migrate", "down", "--steps", "1"], &[]);
+    let out = run_in(dir.path(), &["migrate", "down", "--steps", &steps], &[]);
     assert_success(&out, "migrate down to one chain");
     let out = run_in(dir.path(), &["migrate", "up"], &[]);
     assert_success(&out, "migrate up to two chains");
@@ -967,11 +978,14 @@ async fn the_read_chain_migration_keeps_the_chain_and_is_not_undone_over_read_ev
     read.action = Set("user.read".into());
     read.insert(&db).await.unwrap();
     db.close().await.unwrap();
-    let out = run_in(dir.path(), &["migrate", "down", "--steps", "1"], &[]);
+    let out = run_in(dir.path(), &["migrate", "down", "--steps", &steps], &[]);
     assert!(!out.status.success(), "undoing over read events must fail");
     let lines = stderr_lines(&out);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("read chain"), "{lines:?}");
+    // The later migrations undone before the refusal come back; the events were never touched.
+    let out = run_in(dir.path(), &["migrate", "up"], &[]);
+    assert_success(&out, "migrate up after the refusal");
     let after = export_jsonl(dir.path(), "kita", &[]);
     assert!(after.iter().any(|e| e["id"] == read_id.to_string()));
     assert_eq!(after.len(), events.len() + 1);
