@@ -454,29 +454,43 @@ async fn login_needs_a_client_certificate_of_the_same_tenant() {
 }
 
 #[tokio::test]
-async fn unknown_login_id_and_wrong_password_get_the_same_answer_and_the_same_work() {
+async fn unknown_and_other_users_login_ids_get_the_same_answer_and_the_same_work() {
     let app = spawn_app().await;
     let admin = app.create_tenant("kita").await;
+    let facility = app.create_facility(admin.tenant_id, "Kita Clinic").await;
+    let staff = app
+        .create_user(&admin, "sato", Role::Staff, Some(facility))
+        .await;
+    // The admin's certificate names the admin: any other login ID, one nobody has or another
+    // real account's with its right password, gets one answer.
     let client = app.client_for(&admin);
     let hasher = &app.state().hasher;
     for i in 0..3 {
-        // The right password of a real account, with a login ID nobody has.
         let before = hasher.verifications();
-        let unknown = attempt(&client, "kita", &format!("nobody{i}"), &admin.password).await;
+        let unknown = attempt(&client, "kita", &format!("nobody{i}"), &staff.password).await;
         let unknown_work = hasher.verifications() - before;
         let before = hasher.verifications();
-        let wrong = attempt_as(&client, &admin, "Wrong-password-9").await;
-        let wrong_work = hasher.verifications() - before;
+        let other = attempt(&client, "kita", "sato", &staff.password).await;
+        let other_work = hasher.verifications() - before;
 
-        unknown.expect_code("UNAUTHENTICATED");
-        wrong.expect_code("UNAUTHENTICATED");
+        unknown.expect_code("CERTIFICATE_REQUIRED");
+        other.expect_code("CERTIFICATE_REQUIRED");
         // Byte for byte the same response: message, extensions, everything.
-        assert_eq!(unknown.body, wrong.body);
-        // Both run one Argon2id verification (a dummy one for the unknown ID), so the response
-        // time does not tell which IDs exist. Counted, not timed: timings under load vary.
-        assert_eq!((unknown_work, wrong_work), (1, 1));
+        assert_eq!(unknown.body, other.body);
+        // Both run one Argon2id verification (a dummy one), so the response time does not tell
+        // which IDs exist or which passwords are right. Counted, not timed: timings under load vary.
+        assert_eq!((unknown_work, other_work), (1, 1));
     }
-    // Three failures are below the lockout threshold: the right password still works.
+    // The wrong password of the certificate's own user is UNAUTHENTICATED after the same work.
+    let before = hasher.verifications();
+    attempt_as(&client, &admin, "Wrong-password-9")
+        .await
+        .expect_code("UNAUTHENTICATED");
+    assert_eq!(hasher.verifications() - before, 1);
+    // The named account was never touched, and the admin's right password still works.
+    attempt_as(&app.client_for(&staff), &staff, &staff.password)
+        .await
+        .ok();
     attempt_as(&client, &admin, &admin.password).await.ok();
 }
 
